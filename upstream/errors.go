@@ -1,0 +1,86 @@
+// Package upstream owns every outbound call of the sidecar: the Tenant Service
+// client, the Genesys Cloud login client, the fetch-then-exchange pipeline that
+// joins them, their failsafe-go retry policies, the typed errors they return and
+// the wiping of client secrets after use.
+//
+// It imports regions and nothing else of this module; it must never import
+// cache, proxy or cmd.
+package upstream
+
+import (
+	"fmt"
+	"time"
+)
+
+// Code is one of the contract's error codes. The proxy maps codes to HTTP
+// statuses; upstream only decides which code a failure is.
+type Code string
+
+// The error codes of shared/docs/contract.md that an upstream failure can have.
+const (
+	CodeCredentialsNotFound      Code = "CREDENTIALS_NOT_FOUND"
+	CodeInvalidRequest           Code = "INVALID_REQUEST"
+	CodeTenantServiceUnavailable Code = "TENANT_SERVICE_UNAVAILABLE"
+	CodeOAuthInvalidGrant        Code = "OAUTH_INVALID_GRANT"
+	CodeOAuthExchangeFailed      Code = "OAUTH_EXCHANGE_FAILED"
+	CodeUpstreamInvalidResponse  Code = "UPSTREAM_INVALID_RESPONSE"
+)
+
+// Names of the two upstreams, used in errors, logs, span and metric attributes.
+const (
+	TenantService = "tenant_service"
+	GenesysLogin  = "genesys_login"
+)
+
+// Error is the one error type the upstream clients return. Its message is safe
+// to log and to show to a caller: it never holds a credential, a token or an
+// upstream response body.
+type Error struct {
+	// Code is the contract error code.
+	Code Code
+	// Upstream is TenantService or GenesysLogin.
+	Upstream string
+	// Status is the HTTP status of the last upstream answer, 0 when there was
+	// none (timeout, network error).
+	Status int
+	// Attempts is how many requests were made before giving up.
+	Attempts int
+	// RetryAfterHint is how long the caller should wait before trying again,
+	// when the upstream said so (Retry-After) or the failure is transient;
+	// zero when it is unknown.
+	RetryAfterHint time.Duration
+	// OAuthError is the OAuth "error" field of a Genesys 4xx answer, such as
+	// "invalid_client". It is a fixed vocabulary word, never a credential.
+	OAuthError string
+	// Err is the underlying cause, if any; it is unwrapped by errors.Is/As.
+	// Its text must be free of secrets too (URLs carry no credentials here).
+	Err error
+}
+
+func (e *Error) Error() string {
+	msg := fmt.Sprintf("%s: %s", e.Upstream, e.Code)
+	if e.Status != 0 {
+		msg += fmt.Sprintf(" (HTTP %d", e.Status)
+		if e.OAuthError != "" {
+			msg += " " + e.OAuthError
+		}
+		msg += ")"
+	}
+	if e.Attempts > 1 {
+		msg += fmt.Sprintf(" after %d attempts", e.Attempts)
+	}
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// ErrorCode returns the contract code as a string. The proxy reads it through
+// a one-method interface, so that it does not have to import this package.
+func (e *Error) ErrorCode() string { return string(e.Code) }
+
+// RetryAfter returns RetryAfterHint; the proxy uses it for the Retry-After
+// header of a 503.
+func (e *Error) RetryAfter() time.Duration { return e.RetryAfterHint }

@@ -1,0 +1,394 @@
+// Package cache keeps one access token per (provider, tenant) and decides when
+// to fetch a new one: the TTL from the token's lifetime, the safety margin,
+// refresh-ahead while the current token is still served, brief negative
+// entries for errors that retrying cannot fix, forced refreshes with a minimum
+// interval, and the collapsing of concurrent misses into one fetch.
+//
+// It knows nothing of HTTP and of where tokens come from: callers pass a
+// Source. It must not import proxy, upstream or cmd.
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	"github.com/jellydator/ttlcache/v3"
+	"golang.org/x/sync/singleflight"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultCapacity          = 10000
+	DefaultRefreshAt         = 0.8
+	DefaultRefreshJitter     = 0.05
+	DefaultFetchTimeout      = 60 * time.Second
+	DefaultRefreshRetryDelay = 5 * time.Second
+)
+
+// Config configures a Cache. Only Source is required.
+type Config struct {
+	// Source fetches fresh tokens. Required.
+	Source Source
+
+	// Capacity bounds the number of entries; the least recently used entry is
+	// evicted first. Zero means DefaultCapacity.
+	Capacity int
+
+	// RefreshAt is the fraction of a token's lifetime after which the next
+	// request starts a refresh in the background while the current token keeps
+	// being served. Zero means DefaultRefreshAt; it must be in (0, 1).
+	RefreshAt float64
+
+	// RefreshJitter moves each token's refresh point earlier by a random
+	// fraction of its lifetime in [0, RefreshJitter), so that many pods that
+	// fetched at the same moment do not refresh together. Zero means
+	// DefaultRefreshJitter; negative means no jitter.
+	RefreshJitter float64
+
+	// NegativeTTL is how long an error for which IsNegative reports true is
+	// remembered, so that a misconfigured app cannot hammer the upstreams.
+	// Zero means errors are never cached.
+	NegativeTTL time.Duration
+
+	// IsNegative reports whether an error may be cached for NegativeTTL.
+	// Nil means no error is.
+	IsNegative func(error) bool
+
+	// MinRefreshInterval is the least time between two forced refreshes of
+	// one key; a forced refresh inside it gets the token the previous forced
+	// refresh fetched. Zero means no limit.
+	MinRefreshInterval time.Duration
+
+	// FetchTimeout bounds one shared fetch. Callers that give up do not cancel
+	// it; this does. Zero means DefaultFetchTimeout.
+	FetchTimeout time.Duration
+
+	// RefreshRetryDelay is how long a failed refresh-ahead waits before the
+	// next request may start another one. Zero means DefaultRefreshRetryDelay.
+	RefreshRetryDelay time.Duration
+
+	// Now is the clock. Nil means time.Now.
+	Now func() time.Time
+
+	// Rand returns a number in [0, 1) for the refresh jitter. Nil means
+	// math/rand/v2.Float64.
+	Rand func() float64
+
+	// Logger receives refresh failures and recovered panics. Nil discards.
+	Logger *slog.Logger
+
+	// Observer is told about cache events, e.g. to count them in metrics.
+	// Nil means no one is.
+	Observer Observer
+}
+
+// Cache is a per-key token cache. It is safe for concurrent use. Close stops
+// its background janitor.
+type Cache struct {
+	cfg   Config
+	items *ttlcache.Cache[Key, *entry]
+	group singleflight.Group
+	obs   Observer
+	done  chan struct{} // closed when the janitor goroutine returns
+}
+
+// entry is the value stored per key. Its fields are set before it is stored
+// and never changed, except the refresh-ahead bookkeeping, which is atomic.
+type entry struct {
+	token       Token
+	usableUntil time.Time
+	refreshAt   time.Time
+
+	// err, when non-nil, makes this a negative entry valid until negUntil.
+	err      error
+	negUntil time.Time
+
+	// forcedAt is when the last forced refresh of this key started; it is
+	// carried over to later entries so the minimum interval holds across a
+	// normal refresh in between.
+	forcedAt time.Time
+
+	// refreshing is true while a refresh-ahead for this entry runs.
+	refreshing atomic.Bool
+	// nextRefresh (unix nanoseconds) is the earliest time a refresh-ahead may
+	// start again after one failed.
+	nextRefresh atomic.Int64
+}
+
+// New builds a Cache and starts its janitor, which removes expired entries to
+// free memory.
+func New(cfg Config) (*Cache, error) {
+	if cfg.Source == nil {
+		return nil, errors.New("cache: Config.Source is required")
+	}
+	if cfg.Capacity < 0 {
+		return nil, fmt.Errorf("cache: capacity must not be negative, got %d", cfg.Capacity)
+	}
+	if cfg.Capacity == 0 {
+		cfg.Capacity = DefaultCapacity
+	}
+	if cfg.RefreshAt == 0 {
+		cfg.RefreshAt = DefaultRefreshAt
+	}
+	if cfg.RefreshAt <= 0 || cfg.RefreshAt >= 1 {
+		return nil, fmt.Errorf("cache: refresh-at must be between 0 and 1, got %v", cfg.RefreshAt)
+	}
+	if cfg.RefreshJitter == 0 {
+		cfg.RefreshJitter = DefaultRefreshJitter
+	}
+	if cfg.RefreshJitter < 0 {
+		cfg.RefreshJitter = 0
+	}
+	if cfg.RefreshJitter >= cfg.RefreshAt {
+		return nil, fmt.Errorf("cache: refresh jitter %v must be smaller than refresh-at %v", cfg.RefreshJitter, cfg.RefreshAt)
+	}
+	if cfg.NegativeTTL < 0 || cfg.MinRefreshInterval < 0 || cfg.FetchTimeout < 0 || cfg.RefreshRetryDelay < 0 {
+		return nil, errors.New("cache: durations must not be negative")
+	}
+	if cfg.FetchTimeout == 0 {
+		cfg.FetchTimeout = DefaultFetchTimeout
+	}
+	if cfg.RefreshRetryDelay == 0 {
+		cfg.RefreshRetryDelay = DefaultRefreshRetryDelay
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Float64
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	obs := cfg.Observer
+	if obs == nil {
+		obs = nopObserver{}
+	}
+	c := &Cache{
+		cfg: cfg,
+		items: ttlcache.New(
+			ttlcache.WithCapacity[Key, *entry](uint64(cfg.Capacity)),
+			// Tokens expire at a fixed instant: a hit must not extend them.
+			ttlcache.WithDisableTouchOnHit[Key, *entry](),
+		),
+		obs:  obs,
+		done: make(chan struct{}),
+	}
+	c.items.OnEviction(func(_ context.Context, reason ttlcache.EvictionReason, item *ttlcache.Item[Key, *entry]) {
+		if reason == ttlcache.EvictionReasonCapacityReached {
+			c.obs.Evicted(item.Key())
+		}
+	})
+	go func() {
+		defer close(c.done)
+		c.items.Start()
+	}()
+	return c, nil
+}
+
+// Close stops the janitor and waits for it to return. The cache must not be
+// used afterwards.
+func (c *Cache) Close() {
+	// ttlcache's Stop is a no-op until Start has begun, so a Close right after
+	// New could leave the janitor running for ever: stop until it is gone.
+	for {
+		c.items.Stop()
+		select {
+		case <-c.done:
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// Len is the number of entries, including expired ones not yet removed.
+func (c *Cache) Len() int { return c.items.Len() }
+
+// Get returns a usable token for key: the cached one while it is outside its
+// safety margin, else one fetched from the Source, with concurrent misses for
+// the same key sharing one fetch. Past the refresh point it also starts a
+// background refresh, once.
+//
+// If ctx ends before the token is there, Get returns an error wrapping
+// ctx.Err(); the fetch goes on and its result is cached.
+func (c *Cache) Get(ctx context.Context, key Key) (Token, error) {
+	if item := c.items.Get(key); item != nil {
+		e := item.Value()
+		now := c.cfg.Now()
+		if e.err != nil {
+			if now.Before(e.negUntil) {
+				c.obs.NegativeHit(key)
+				return Token{}, e.err
+			}
+		} else if now.Before(e.usableUntil) {
+			stale := !now.Before(e.refreshAt)
+			if stale {
+				c.refreshAhead(key, e, now)
+			}
+			c.obs.Hit(key, e.usableUntil.Sub(now), stale)
+			return e.token, nil
+		}
+	}
+	c.obs.Miss(key)
+	return c.wait(ctx, key, false)
+}
+
+// Refresh drops key's token and fetches a new one, for a caller whose token
+// was refused. Concurrent forced refreshes of a key share one fetch, and at
+// most one forced fetch per key starts per MinRefreshInterval: inside it, the
+// token that the previous forced fetch obtained is returned.
+func (c *Cache) Refresh(ctx context.Context, key Key) (Token, error) {
+	if c.cfg.MinRefreshInterval > 0 {
+		if item := c.items.Get(key); item != nil {
+			e := item.Value()
+			now := c.cfg.Now()
+			if !e.forcedAt.IsZero() && now.Sub(e.forcedAt) < c.cfg.MinRefreshInterval {
+				if e.err != nil && now.Before(e.negUntil) {
+					c.obs.NegativeHit(key)
+					return Token{}, e.err
+				}
+				if e.err == nil && now.Before(e.usableUntil) {
+					c.obs.ForcedRefreshLimited(key)
+					return e.token, nil
+				}
+			}
+		}
+	}
+	return c.wait(ctx, key, true)
+}
+
+// flightKey names a key's fetch in the singleflight group. Forced refreshes
+// have their own flight so that they never join an older fetch, whose token
+// may be the very one the caller was refused with.
+func flightKey(key Key, forced bool) string {
+	prefix := "get\x00"
+	if forced {
+		prefix = "force\x00"
+	}
+	return prefix + key.Provider + "\x00" + key.Tenant
+}
+
+// wait joins or starts the fetch for key and waits for it or for ctx.
+func (c *Cache) wait(ctx context.Context, key Key, forced bool) (Token, error) {
+	leader := false
+	ch := c.group.DoChan(flightKey(key, forced), func() (any, error) {
+		leader = true
+		return c.fetch(ctx, key, forced)
+	})
+	select {
+	case r := <-ch:
+		// The flight function ran before the result was sent, so reading
+		// leader here is ordered after its write.
+		if !leader {
+			c.obs.Collapsed(key)
+		}
+		if r.Err != nil {
+			return Token{}, r.Err
+		}
+		return r.Val.(Token), nil
+	case <-ctx.Done():
+		return Token{}, fmt.Errorf("waiting for the %s token of tenant %q: %w", key.Provider, key.Tenant, ctx.Err())
+	}
+}
+
+// refreshAhead starts one background fetch for an entry past its refresh
+// point, unless one runs or the last one failed too recently.
+func (c *Cache) refreshAhead(key Key, e *entry, now time.Time) {
+	if now.UnixNano() < e.nextRefresh.Load() || !e.refreshing.CompareAndSwap(false, true) {
+		return
+	}
+	c.obs.RefreshAhead(key)
+	go func() {
+		defer e.refreshing.Store(false)
+		// Join a miss's flight if one runs; its result is stored either way.
+		ch := c.group.DoChan(flightKey(key, false), func() (any, error) {
+			return c.fetch(context.Background(), key, false)
+		})
+		if r := <-ch; r.Err != nil {
+			e.nextRefresh.Store(c.cfg.Now().Add(c.cfg.RefreshRetryDelay).UnixNano())
+			c.cfg.Logger.Warn("token refresh ahead of expiry failed; serving the current token until its safety margin",
+				"provider", key.Provider, "tenant", key.Tenant,
+				"usable_until", e.usableUntil, "error", r.Err.Error())
+		}
+	}()
+}
+
+// fetch runs one Source fetch as the singleflight leader and stores its
+// outcome. Its context is detached from the caller that happened to lead, so
+// that the caller giving up does not fail everyone else, but it keeps the
+// caller's values (trace context) and has its own timeout.
+func (c *Cache) fetch(parent context.Context, key Key, forced bool) (tok Token, err error) {
+	defer func() {
+		// A panic inside a singleflight DoChan function kills the process.
+		if p := recover(); p != nil {
+			c.cfg.Logger.Error("token source panicked", "provider", key.Provider, "tenant", key.Tenant, "panic", fmt.Sprint(p))
+			tok, err = Token{}, fmt.Errorf("cache: token source panicked for tenant %q", key.Tenant)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), c.cfg.FetchTimeout)
+	defer cancel()
+
+	started := c.cfg.Now()
+	var prev *entry
+	if item := c.items.Get(key); item != nil {
+		prev = item.Value()
+	}
+	forcedAt := time.Time{}
+	if prev != nil {
+		forcedAt = prev.forcedAt
+	}
+	if forced {
+		forcedAt = started
+		c.obs.ForcedRefresh(key)
+	}
+
+	tok, err = c.cfg.Source.Fetch(ctx, key)
+	now := c.cfg.Now()
+	if err != nil {
+		c.storeError(key, err, prev, forcedAt, now)
+		return Token{}, err
+	}
+	c.storeToken(key, tok, forcedAt, now)
+	return tok, nil
+}
+
+// storeToken caches tok unless it is already inside its safety margin (a
+// lifetime too short to be worth caching); it is returned to the callers
+// either way.
+func (c *Cache) storeToken(key Key, tok Token, forcedAt, now time.Time) {
+	e := &entry{token: tok, usableUntil: tok.UsableUntil(), forcedAt: forcedAt}
+	ttl := e.usableUntil.Sub(now)
+	if ttl <= 0 {
+		// ttlcache treats a TTL ≤ 0 as "never expires".
+		c.items.Delete(key)
+		return
+	}
+	issued := tok.ExpiresAt.Add(-tok.Lifetime)
+	fraction := c.cfg.RefreshAt - c.cfg.RefreshJitter*c.cfg.Rand()
+	e.refreshAt = issued.Add(time.Duration(fraction * float64(tok.Lifetime)))
+	c.items.Set(key, e, ttl)
+}
+
+// storeError remembers err briefly if it is one that retrying cannot fix, but
+// never in place of a token that can still be served: a failed refresh must
+// not take away a working token.
+func (c *Cache) storeError(key Key, err error, prev *entry, forcedAt, now time.Time) {
+	if prev != nil && prev.err == nil && now.Before(prev.usableUntil) {
+		if !forcedAt.Equal(prev.forcedAt) {
+			// Keep the working token, but remember the forced attempt so
+			// the minimum interval still holds.
+			e := &entry{token: prev.token, usableUntil: prev.usableUntil, refreshAt: prev.refreshAt, forcedAt: forcedAt}
+			c.items.Set(key, e, prev.usableUntil.Sub(now))
+		}
+		return
+	}
+	if c.cfg.NegativeTTL <= 0 || c.cfg.IsNegative == nil || !c.cfg.IsNegative(err) {
+		return
+	}
+	c.items.Set(key, &entry{err: err, negUntil: now.Add(c.cfg.NegativeTTL), forcedAt: forcedAt}, c.cfg.NegativeTTL)
+}

@@ -1,0 +1,550 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// clock is a settable fake clock.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newClock() *clock { return &clock{now: time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC)} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// source is a fake Source that mints numbered tokens of a fixed lifetime, or
+// returns err when set. Every call is counted.
+type source struct {
+	clock    *clock
+	lifetime time.Duration
+	calls    atomic.Int64
+	mu       sync.Mutex
+	err      error
+	gate     chan struct{} // when non-nil, each fetch waits for it to close
+	lastCtx  context.Context
+}
+
+func (s *source) Fetch(ctx context.Context, key Key) (Token, error) {
+	n := s.calls.Add(1)
+	s.mu.Lock()
+	gate, err := s.gate, s.err
+	s.lastCtx = ctx
+	s.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	if err != nil {
+		return Token{}, err
+	}
+	now := s.clock.Now()
+	return Token{
+		AccessToken: fmt.Sprintf("%s/%s#%d", key.Provider, key.Tenant, n),
+		TokenType:   "bearer",
+		ExpiresAt:   now.Add(s.lifetime),
+		Lifetime:    s.lifetime,
+	}, nil
+}
+
+func (s *source) setErr(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.err = err
+}
+
+// recorder is an Observer that counts events.
+type recorder struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func (r *recorder) add(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.counts == nil {
+		r.counts = map[string]int{}
+	}
+	r.counts[name]++
+}
+
+func (r *recorder) get(name string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.counts[name]
+}
+
+func (r *recorder) Hit(_ Key, _ time.Duration, stale bool) {
+	r.add("hit")
+	if stale {
+		r.add("stale")
+	}
+}
+func (r *recorder) Miss(Key)                 { r.add("miss") }
+func (r *recorder) NegativeHit(Key)          { r.add("negative") }
+func (r *recorder) Collapsed(Key)            { r.add("collapsed") }
+func (r *recorder) RefreshAhead(Key)         { r.add("refresh_ahead") }
+func (r *recorder) ForcedRefresh(Key)        { r.add("forced") }
+func (r *recorder) ForcedRefreshLimited(Key) { r.add("forced_limited") }
+func (r *recorder) Evicted(Key)              { r.add("evicted") }
+
+var errNotFound = errors.New("credentials not found")
+
+func newTestCache(t *testing.T, lifetime time.Duration, mod func(*Config)) (*Cache, *source, *clock, *recorder) {
+	t.Helper()
+	clk := newClock()
+	src := &source{clock: clk, lifetime: lifetime}
+	rec := &recorder{}
+	cfg := Config{
+		Source:        src,
+		Now:           clk.Now,
+		RefreshJitter: -1,
+		Observer:      rec,
+		NegativeTTL:   5 * time.Second,
+		IsNegative:    func(err error) bool { return errors.Is(err, errNotFound) },
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c, src, clk, rec
+}
+
+var tenantA = Key{Provider: "genesys", Tenant: "a"}
+
+func mustGet(t *testing.T, c *Cache, key Key) Token {
+	t.Helper()
+	tok, err := c.Get(context.Background(), key)
+	if err != nil {
+		t.Fatalf("Get(%v): %v", key, err)
+	}
+	return tok
+}
+
+func TestMargin(t *testing.T) {
+	for _, tc := range []struct{ lifetime, want time.Duration }{
+		{24 * time.Hour, 30 * time.Second},
+		{300 * time.Second, 30 * time.Second},
+		{100 * time.Second, 10 * time.Second},
+		{4 * time.Second, 400 * time.Millisecond},
+		{0, 0},
+	} {
+		if got := Margin(tc.lifetime); got != tc.want {
+			t.Errorf("Margin(%v) = %v, want %v", tc.lifetime, got, tc.want)
+		}
+	}
+}
+
+func TestSequentialHitsFetchOnce(t *testing.T) {
+	c, src, _, rec := newTestCache(t, time.Hour, nil)
+	first := mustGet(t, c, tenantA)
+	for range 100 {
+		if got := mustGet(t, c, tenantA); got.AccessToken != first.AccessToken {
+			t.Fatalf("token changed: %q → %q", first.AccessToken, got.AccessToken)
+		}
+	}
+	if n := src.calls.Load(); n != 1 {
+		t.Fatalf("source called %d times, want 1", n)
+	}
+	if rec.get("hit") != 100 || rec.get("miss") != 1 {
+		t.Fatalf("hits=%d misses=%d", rec.get("hit"), rec.get("miss"))
+	}
+}
+
+func TestConcurrentMissesCollapse(t *testing.T) {
+	c, src, _, rec := newTestCache(t, time.Hour, nil)
+	src.gate = make(chan struct{})
+	const callers = 1000
+	var wg sync.WaitGroup
+	tokens := make([]string, callers)
+	errs := make([]error, callers)
+	for i := range callers {
+		wg.Go(func() {
+			tok, err := c.Get(context.Background(), tenantA)
+			tokens[i], errs[i] = tok.AccessToken, err
+		})
+	}
+	// Let the callers pile up on the flight before it completes.
+	for src.calls.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	close(src.gate)
+	wg.Wait()
+	for i := range callers {
+		if errs[i] != nil || tokens[i] != tokens[0] {
+			t.Fatalf("caller %d: %q, %v; want %q", i, tokens[i], errs[i], tokens[0])
+		}
+	}
+	if n := src.calls.Load(); n != 1 {
+		t.Fatalf("source called %d times, want 1", n)
+	}
+	if got := rec.get("collapsed") + rec.get("hit"); got != callers-1 {
+		t.Fatalf("collapsed+hit = %d, want %d", got, callers-1)
+	}
+}
+
+func TestDistinctKeysFetchSeparately(t *testing.T) {
+	c, src, _, _ := newTestCache(t, time.Hour, nil)
+	a := mustGet(t, c, Key{"genesys", "a"})
+	b := mustGet(t, c, Key{"genesys", "b"})
+	w := mustGet(t, c, Key{"whatsapp", "a"})
+	if a.AccessToken == b.AccessToken || a.AccessToken == w.AccessToken {
+		t.Fatalf("keys share a token: %q %q %q", a.AccessToken, b.AccessToken, w.AccessToken)
+	}
+	if n := src.calls.Load(); n != 3 {
+		t.Fatalf("source called %d times, want 3", n)
+	}
+}
+
+func TestNeverServedInsideMargin(t *testing.T) {
+	// 100 s lifetime: margin 10 s, so usable until 90 s.
+	c, src, clk, _ := newTestCache(t, 100*time.Second, func(cfg *Config) { cfg.RefreshAt = 0.95 })
+	first := mustGet(t, c, tenantA)
+	clk.Advance(90*time.Second - time.Nanosecond)
+	if got := mustGet(t, c, tenantA); got.AccessToken != first.AccessToken {
+		t.Fatalf("token replaced before its margin")
+	}
+	clk.Advance(time.Nanosecond)
+	if got := mustGet(t, c, tenantA); got.AccessToken == first.AccessToken {
+		t.Fatalf("token served inside its safety margin")
+	}
+	if n := src.calls.Load(); n != 2 {
+		t.Fatalf("source called %d times, want 2", n)
+	}
+}
+
+// waitFor polls cond, for background work that has no other signal.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestRefreshAheadServesCurrentTokenMeanwhile(t *testing.T) {
+	c, src, clk, rec := newTestCache(t, 100*time.Second, nil)
+	first := mustGet(t, c, tenantA)
+	clk.Advance(80*time.Second - time.Nanosecond)
+	mustGet(t, c, tenantA)
+	if n := src.calls.Load(); n != 1 {
+		t.Fatalf("refresh started before 80%% of the lifetime")
+	}
+	src.mu.Lock()
+	src.gate = make(chan struct{})
+	src.mu.Unlock()
+	clk.Advance(time.Nanosecond)
+	for range 50 {
+		if got := mustGet(t, c, tenantA); got.AccessToken != first.AccessToken {
+			t.Fatalf("current token not served while refreshing")
+		}
+	}
+	close(src.gate)
+	waitFor(t, "the refreshed token", func() bool { return mustGet(t, c, tenantA).AccessToken != first.AccessToken })
+	if n := src.calls.Load(); n != 2 {
+		t.Fatalf("source called %d times, want 2 (one refresh)", n)
+	}
+	if rec.get("refresh_ahead") != 1 {
+		t.Fatalf("refresh_ahead = %d, want 1", rec.get("refresh_ahead"))
+	}
+}
+
+func TestRefreshJitterMovesRefreshEarlier(t *testing.T) {
+	c, src, clk, _ := newTestCache(t, 100*time.Second, func(cfg *Config) {
+		cfg.RefreshJitter = 0.1
+		cfg.Rand = func() float64 { return 0.5 } // refresh at 0.8 - 0.05 = 75 %
+	})
+	mustGet(t, c, tenantA)
+	clk.Advance(75*time.Second - time.Nanosecond)
+	mustGet(t, c, tenantA)
+	if src.calls.Load() != 1 {
+		t.Fatal("refreshed before the jittered point")
+	}
+	clk.Advance(time.Nanosecond)
+	mustGet(t, c, tenantA)
+	waitFor(t, "a refresh at the jittered point", func() bool { return src.calls.Load() == 2 })
+}
+
+func TestFailedRefreshServesUntilMarginThenFails(t *testing.T) {
+	c, src, clk, rec := newTestCache(t, 100*time.Second, nil)
+	first := mustGet(t, c, tenantA)
+	unavailable := errors.New("tenant service unavailable")
+	src.setErr(unavailable)
+
+	clk.Advance(80 * time.Second)
+	mustGet(t, c, tenantA) // starts the refresh, which fails
+	waitFor(t, "the failed refresh", func() bool { return src.calls.Load() == 2 && c.refreshIdle(tenantA) })
+
+	// Inside the retry delay no new refresh starts; the old token is served.
+	clk.Advance(time.Second)
+	if got := mustGet(t, c, tenantA); got.AccessToken != first.AccessToken {
+		t.Fatal("current token not served after a failed refresh")
+	}
+	if n := src.calls.Load(); n != 2 {
+		t.Fatalf("refresh retried inside the retry delay: %d calls", n)
+	}
+	// After the retry delay the next request tries again.
+	clk.Advance(DefaultRefreshRetryDelay)
+	mustGet(t, c, tenantA)
+	waitFor(t, "the second refresh", func() bool { return src.calls.Load() == 3 && c.refreshIdle(tenantA) })
+
+	// At the margin (90 s) the token is gone and the caller gets the error.
+	clk.Advance(90*time.Second - clk.Now().Sub(first.ExpiresAt.Add(-100*time.Second)))
+	if _, err := c.Get(context.Background(), tenantA); !errors.Is(err, unavailable) {
+		t.Fatalf("Get inside the margin = %v, want the upstream error", err)
+	}
+	if rec.get("stale") == 0 {
+		t.Fatal("stale serves not reported")
+	}
+}
+
+// refreshIdle reports whether no refresh-ahead runs for key.
+func (c *Cache) refreshIdle(key Key) bool {
+	item := c.items.Get(key)
+	return item == nil || !item.Value().refreshing.Load()
+}
+
+func TestNegativeEntries(t *testing.T) {
+	c, src, clk, rec := newTestCache(t, time.Hour, nil)
+	src.setErr(fmt.Errorf("wrapped: %w", errNotFound))
+	for range 10 {
+		if _, err := c.Get(context.Background(), tenantA); !errors.Is(err, errNotFound) {
+			t.Fatalf("Get = %v, want not found", err)
+		}
+	}
+	if n := src.calls.Load(); n != 1 {
+		t.Fatalf("source called %d times inside the negative TTL, want 1", n)
+	}
+	if rec.get("negative") != 9 {
+		t.Fatalf("negative hits = %d, want 9", rec.get("negative"))
+	}
+	src.setErr(nil)
+	clk.Advance(5 * time.Second)
+	if _, err := c.Get(context.Background(), tenantA); err != nil {
+		t.Fatalf("Get after the negative TTL: %v", err)
+	}
+	if n := src.calls.Load(); n != 2 {
+		t.Fatalf("source called %d times, want 2", n)
+	}
+}
+
+func TestTransientErrorsAreNotCached(t *testing.T) {
+	c, src, _, _ := newTestCache(t, time.Hour, nil)
+	src.setErr(errors.New("503"))
+	for range 3 {
+		if _, err := c.Get(context.Background(), tenantA); err == nil {
+			t.Fatal("want an error")
+		}
+	}
+	if n := src.calls.Load(); n != 3 {
+		t.Fatalf("source called %d times, want 3 (errors not cached)", n)
+	}
+}
+
+func TestNegativeErrorDoesNotReplaceWorkingToken(t *testing.T) {
+	c, src, clk, _ := newTestCache(t, 100*time.Second, nil)
+	first := mustGet(t, c, tenantA)
+	src.setErr(errNotFound)
+	clk.Advance(85 * time.Second)
+	mustGet(t, c, tenantA)
+	waitFor(t, "the failed refresh", func() bool { return src.calls.Load() == 2 && c.refreshIdle(tenantA) })
+	if got := mustGet(t, c, tenantA); got.AccessToken != first.AccessToken {
+		t.Fatal("a failed refresh took away a working token")
+	}
+}
+
+func TestForcedRefreshMinInterval(t *testing.T) {
+	c, src, clk, rec := newTestCache(t, time.Hour, func(cfg *Config) { cfg.MinRefreshInterval = 5 * time.Second })
+	first := mustGet(t, c, tenantA)
+
+	// A token obtained the normal way can be force-refreshed at once.
+	forced, err := c.Refresh(context.Background(), tenantA)
+	if err != nil || forced.AccessToken == first.AccessToken {
+		t.Fatalf("Refresh = %q, %v; want a new token", forced.AccessToken, err)
+	}
+	if got := mustGet(t, c, tenantA); got.AccessToken != forced.AccessToken {
+		t.Fatal("Get does not serve the force-refreshed token")
+	}
+	// A second forced refresh inside the interval gets the same token.
+	clk.Advance(4 * time.Second)
+	again, err := c.Refresh(context.Background(), tenantA)
+	if err != nil || again.AccessToken != forced.AccessToken {
+		t.Fatalf("second Refresh = %q, %v; want %q", again.AccessToken, err, forced.AccessToken)
+	}
+	if n := src.calls.Load(); n != 2 {
+		t.Fatalf("source called %d times, want 2", n)
+	}
+	// After the interval a forced refresh fetches again.
+	clk.Advance(time.Second)
+	third, err := c.Refresh(context.Background(), tenantA)
+	if err != nil || third.AccessToken == forced.AccessToken {
+		t.Fatalf("third Refresh = %q, %v; want a new token", third.AccessToken, err)
+	}
+	if rec.get("forced") != 2 || rec.get("forced_limited") != 1 {
+		t.Fatalf("forced=%d limited=%d", rec.get("forced"), rec.get("forced_limited"))
+	}
+}
+
+func TestConcurrentForcedRefreshesCollapse(t *testing.T) {
+	c, src, _, _ := newTestCache(t, time.Hour, func(cfg *Config) { cfg.MinRefreshInterval = 5 * time.Second })
+	mustGet(t, c, tenantA)
+	src.mu.Lock()
+	src.gate = make(chan struct{})
+	src.mu.Unlock()
+	var wg sync.WaitGroup
+	tokens := make([]string, 20)
+	for i := range tokens {
+		wg.Go(func() {
+			tok, _ := c.Refresh(context.Background(), tenantA)
+			tokens[i] = tok.AccessToken
+		})
+	}
+	waitFor(t, "the forced fetch", func() bool { return src.calls.Load() == 2 })
+	time.Sleep(20 * time.Millisecond)
+	close(src.gate)
+	wg.Wait()
+	for _, tok := range tokens {
+		if tok != tokens[0] {
+			t.Fatalf("forced refreshes got different tokens: %q vs %q", tok, tokens[0])
+		}
+	}
+	if n := src.calls.Load(); n != 2 {
+		t.Fatalf("source called %d times, want 2", n)
+	}
+}
+
+func TestCallerGivingUpDoesNotCancelSharedFetch(t *testing.T) {
+	c, src, _, _ := newTestCache(t, time.Hour, nil)
+	src.gate = make(chan struct{})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := c.Get(ctx, tenantA); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Get = %v, want deadline exceeded", err)
+	}
+	src.mu.Lock()
+	fetchCtx := src.lastCtx
+	src.mu.Unlock()
+	if fetchCtx.Err() != nil {
+		t.Fatal("the caller's deadline cancelled the shared fetch")
+	}
+	close(src.gate)
+	waitFor(t, "the fetch to be cached", func() bool { return c.items.Get(tenantA) != nil })
+	mustGet(t, c, tenantA)
+	if n := src.calls.Load(); n != 1 {
+		t.Fatalf("source called %d times, want 1 (result of the abandoned fetch cached)", n)
+	}
+}
+
+func TestFetchTimeoutBoundsSharedFetch(t *testing.T) {
+	c, _, _, _ := newTestCache(t, time.Hour, func(cfg *Config) {
+		cfg.FetchTimeout = 20 * time.Millisecond
+		cfg.Source = SourceFunc(func(ctx context.Context, _ Key) (Token, error) {
+			<-ctx.Done()
+			return Token{}, ctx.Err()
+		})
+	})
+	if _, err := c.Get(context.Background(), tenantA); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Get = %v, want the fetch timeout", err)
+	}
+}
+
+func TestCapacityEvictsLeastRecentlyUsed(t *testing.T) {
+	c, src, _, rec := newTestCache(t, time.Hour, func(cfg *Config) { cfg.Capacity = 2 })
+	a, b, d := Key{"genesys", "a"}, Key{"genesys", "b"}, Key{"genesys", "d"}
+	mustGet(t, c, a)
+	mustGet(t, c, b)
+	mustGet(t, c, a) // a is now more recent than b
+	mustGet(t, c, d) // evicts b
+	if c.Len() != 2 {
+		t.Fatalf("Len = %d, want 2", c.Len())
+	}
+	mustGet(t, c, a)
+	if n := src.calls.Load(); n != 3 {
+		t.Fatalf("a was evicted: %d calls", n)
+	}
+	mustGet(t, c, b)
+	if n := src.calls.Load(); n != 4 {
+		t.Fatalf("b was not evicted: %d calls", n)
+	}
+	// ttlcache runs eviction callbacks on their own goroutines.
+	waitFor(t, "the eviction to be reported", func() bool { return rec.get("evicted") >= 1 })
+}
+
+func TestTokenTooShortIsServedNotCached(t *testing.T) {
+	c, _, _, _ := newTestCache(t, time.Hour, func(cfg *Config) {
+		cfg.Source = SourceFunc(func(context.Context, Key) (Token, error) {
+			// Already past its margin when it arrives.
+			return Token{AccessToken: "t", ExpiresAt: newClock().Now(), Lifetime: time.Second}, nil
+		})
+	})
+	if _, err := c.Get(context.Background(), tenantA); err != nil {
+		t.Fatal(err)
+	}
+	if c.Len() != 0 {
+		t.Fatal("a token inside its margin was cached (ttlcache would keep it for ever)")
+	}
+}
+
+func TestSourcePanicIsAnError(t *testing.T) {
+	c, _, _, _ := newTestCache(t, time.Hour, func(cfg *Config) {
+		cfg.Source = SourceFunc(func(context.Context, Key) (Token, error) { panic("boom") })
+	})
+	if _, err := c.Get(context.Background(), tenantA); err == nil {
+		t.Fatal("want an error from a panicking source")
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	src := SourceFunc(func(context.Context, Key) (Token, error) { return Token{}, nil })
+	for name, cfg := range map[string]Config{
+		"no source":         {},
+		"negative capacity": {Source: src, Capacity: -1},
+		"refresh-at 1":      {Source: src, RefreshAt: 1},
+		"refresh-at -0.5":   {Source: src, RefreshAt: -0.5},
+		"jitter too large":  {Source: src, RefreshAt: 0.5, RefreshJitter: 0.6},
+		"negative ttl":      {Source: src, NegativeTTL: -time.Second},
+	} {
+		if _, err := New(cfg); err == nil {
+			t.Errorf("%s: New accepted it", name)
+		}
+	}
+}
+
+func TestCloseRightAfterNewDoesNotLeak(t *testing.T) {
+	// goleak in TestMain fails the package if the janitor outlives Close.
+	for range 20 {
+		c, err := New(Config{Source: SourceFunc(func(context.Context, Key) (Token, error) { return Token{}, nil })})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+}

@@ -1,0 +1,141 @@
+package proxy
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+)
+
+// headerTokenRequest is the anti-SSRF header every token-listener request
+// carries (canonical form of X-Token-Request).
+const headerTokenRequest = "X-Token-Request"
+
+// logTenantKey is the echo context key under which a handler leaves the tenant
+// of a successful request for the request log.
+const logTenantKey = "proxy.tenant"
+
+// requestLog logs one line per request and answers every error a later
+// handler returns (so that it knows the status it logs): debug for 1xx–3xx
+// and for a caller that went away, info for 4xx, warn for 5xx, error for
+// INTERNAL_ERROR. Fields: method, route (the route pattern, never the URL:
+// query strings may hold anything), status, duration, tenant, code, and for
+// errors from the cache the error text (upstream errors are free of secrets
+// by contract). It never logs request headers other than the tenant, nor
+// bodies.
+//
+// When the level is disabled it builds no attributes, so the cached-token
+// path pays one Enabled call.
+func requestLog(logger *slog.Logger) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			start := time.Now()
+			err := next(c)
+			req := c.Request()
+			ctx := req.Context()
+			level := slog.LevelDebug
+			var p problem
+			if err != nil {
+				c.Error(err)
+				p = classify(err)
+				switch {
+				case p.code == codeInternal:
+					level = slog.LevelError
+				case p.code == codeTimeout && ctx.Err() != nil:
+					// The caller went away: its business, not ours.
+				case p.status >= 500:
+					level = slog.LevelWarn
+				default:
+					level = slog.LevelInfo
+				}
+			}
+			if !logger.Enabled(ctx, level) {
+				return nil
+			}
+			status := c.Response().Status
+			attrs := make([]slog.Attr, 0, 8)
+			attrs = append(attrs,
+				slog.String("method", req.Method),
+				slog.String("route", c.Path()),
+				slog.Int("status", status),
+				slog.Duration("duration", time.Since(start)),
+			)
+			tenant := p.tenant
+			if err == nil {
+				tenant, _ = c.Get(logTenantKey).(string)
+			}
+			if tenant != "" {
+				attrs = append(attrs, slog.String("tenant", tenant))
+			}
+			if err != nil {
+				attrs = append(attrs, slog.String("code", p.code))
+				if cause := causeOf(err); cause != nil {
+					attrs = append(attrs, slog.String("error", cause.Error()))
+				}
+			}
+			logger.LogAttrs(ctx, level, "request", attrs...)
+			return nil
+		}
+	}
+}
+
+// causeOf is the error worth logging behind an answer: the cache's error for
+// an apiError around one; nil for a request the proxy or the router refused by
+// itself (the code says it all); the error itself otherwise.
+func causeOf(err error) error {
+	switch e := err.(type) {
+	case *apiError:
+		return e.err
+	case *echo.HTTPError:
+		return nil
+	}
+	return err
+}
+
+// recoverPanic turns a panic in a later handler into a 500 INTERNAL_ERROR
+// answer and an error log line with the panic value and stack. It logs
+// nothing of the request but method and route: headers may hold tokens.
+// http.ErrAbortHandler is re-panicked, as net/http expects.
+func recoverPanic(logger *slog.Logger) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) (err error) {
+			defer func() {
+				v := recover()
+				if v == nil {
+					return
+				}
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				logger.LogAttrs(c.Request().Context(), slog.LevelError, "panic while serving a request",
+					slog.String("method", c.Request().Method),
+					slog.String("route", c.Path()),
+					slog.String("panic", fmt.Sprint(v)),
+					slog.String("stack", string(debug.Stack())),
+				)
+				err = errPanic
+			}()
+			return next(c)
+		}
+	}
+}
+
+// requireRequestHeader refuses, with 403 REQUEST_HEADER_REQUIRED, every
+// request without the header X-Token-Request: true (value compared without
+// regard to case). Like a cloud metadata server's Metadata-Flavor, it stops
+// a server-side request forgery from reaching the token listener through an
+// app that can be made to fetch an arbitrary URL but not to set headers.
+// It runs before anything else looks at the request, on every route,
+// unknown paths included.
+func requireRequestHeader(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if v := c.Request().Header[headerTokenRequest]; len(v) != 1 || !strings.EqualFold(v[0], "true") {
+			return &apiError{code: codeRequestHeaderRequired}
+		}
+		return next(c)
+	}
+}

@@ -1,0 +1,204 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/token-sidecar/token-sidecar/cache"
+)
+
+// TokenCache is what the token handlers need from the cache; *cache.Cache
+// satisfies it.
+//
+// Both methods must be safe for concurrent use and must return promptly, with
+// an error that wraps ctx.Err(), once ctx is done: the handlers bound the
+// caller's wait with ctx and do not watch the call from another goroutine.
+// Other errors may implement ErrorCode() string (a contract error code) and
+// RetryAfter() time.Duration (a hint for the Retry-After of a 503); any other
+// error is answered 500 INTERNAL_ERROR.
+type TokenCache interface {
+	// Get returns the key's token, cached or fetched.
+	Get(ctx context.Context, key cache.Key) (cache.Token, error)
+	// Refresh drops the key's token and fetches a new one (POST
+	// /token/refresh), within the cache's per-tenant rate limit.
+	Refresh(ctx context.Context, key cache.Key) (cache.Token, error)
+}
+
+// defaultRequestTimeout is Config.RequestTimeout's zero value: the contract's
+// default of -request-timeout.
+const defaultRequestTimeout = 15 * time.Second
+
+// Config configures NewTokenHandler. Every field but Cache has a usable zero
+// value, stated with the field.
+//
+// Telemetry (tracer and meter providers, the http.route middleware) and the
+// /proxy/ API reverse proxy are meant to be added here as further fields, with
+// their zero value meaning "off".
+type Config struct {
+	// Cache answers the token requests. Required.
+	Cache TokenCache
+
+	// Providers are the providers a request may name with ?provider=. Nil
+	// means ["genesys"]; an empty non-nil slice is refused. A request
+	// without ?provider= asks for "genesys" whatever this list holds.
+	Providers []string
+
+	// DefaultTenant is the tenant of a request that names none (no ?tenant=,
+	// no X-Tenant-ID header). "" means none: such a request gets 400
+	// INVALID_REQUEST. It must be a valid tenant ID (ValidTenantID) and, when
+	// AllowedTenants is set, one of them.
+	DefaultTenant string
+
+	// AllowedTenants, when not empty, are the only tenants served; any other
+	// gets 403 TENANT_NOT_ALLOWED. Empty means every valid tenant ID is
+	// served. Each must be a valid tenant ID.
+	AllowedTenants []string
+
+	// RequireRequestHeader turns on the X-Token-Request: true check (403
+	// REQUEST_HEADER_REQUIRED without it). Beware: the zero value, false,
+	// means the check is OFF. The contract's default is on; cmd passes the
+	// value of -require-request-header, whose default is true.
+	RequireRequestHeader bool
+
+	// RequestTimeout bounds how long a caller waits for a token; when it
+	// runs out the answer is 504 TIMEOUT, while the shared exchange goes on
+	// in the cache and its result is cached. Zero means 15 s; negative is
+	// refused.
+	RequestTimeout time.Duration
+
+	// Logger receives the request log and panics. Nil means discard.
+	Logger *slog.Logger
+
+	// Now is the clock that expires_in and expires_at are computed from.
+	// Nil means time.Now.
+	Now func() time.Time
+}
+
+// NewTokenHandler returns the handler of the token listener: GET /token and
+// POST /token/refresh, as shared/docs/contract.md "Token API" describes, with
+// JSON errors for everything else. It returns an error for a bad Config: no
+// Cache, a malformed default or allowed tenant, a default tenant outside the
+// allow-list, an empty provider list or name, a negative RequestTimeout.
+//
+// The handler is safe for concurrent use. It does not limit the size or the
+// time of reading a request: that is the http.Server's job (cmd), as are
+// ReadHeaderTimeout and MaxHeaderBytes. No route reads a request body.
+func NewTokenHandler(cfg Config) (http.Handler, error) {
+	if cfg.Cache == nil {
+		return nil, errors.New("proxy: Config.Cache is required")
+	}
+	if cfg.RequestTimeout < 0 {
+		return nil, errors.New("proxy: Config.RequestTimeout is negative")
+	}
+	rules, err := newTenantRules(cfg.DefaultTenant, cfg.AllowedTenants, cfg.Providers)
+	if err != nil {
+		return nil, err
+	}
+	h := &tokenHandlers{
+		cache:   cfg.Cache,
+		rules:   rules,
+		timeout: cfg.RequestTimeout,
+		now:     cfg.Now,
+		logger:  orDiscard(cfg.Logger),
+		bufs:    sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }},
+		// Shared, never modified: assigning one of these to a header map
+		// saves the slice allocation http.Header.Set would make.
+		hdrJSON:    []string{echo.MIMEApplicationJSON},
+		hdrNoStore: []string{"no-store"},
+		hdrNoCache: []string{"no-cache"},
+	}
+	if h.timeout == 0 {
+		h.timeout = defaultRequestTimeout
+	}
+	if h.now == nil {
+		h.now = time.Now
+	}
+	e := newEcho()
+	tokenRoutes(e, h, cfg.RequireRequestHeader)
+	return e, nil
+}
+
+// orDiscard returns l, or a logger that drops everything when l is nil.
+func orDiscard(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return l
+}
+
+// tokenHandlers serve the token API. Immutable after NewTokenHandler.
+type tokenHandlers struct {
+	cache   TokenCache
+	rules   *tenantRules
+	timeout time.Duration
+	now     func() time.Time
+	logger  *slog.Logger
+	bufs    sync.Pool // *[]byte for response bodies
+
+	hdrJSON, hdrNoStore, hdrNoCache []string
+}
+
+// getToken serves GET /token.
+func (h *tokenHandlers) getToken(c echo.Context) error { return h.serve(c, false) }
+
+// refreshToken serves POST /token/refresh.
+func (h *tokenHandlers) refreshToken(c echo.Context) error { return h.serve(c, true) }
+
+// serve resolves the key, asks the cache within the request timeout and
+// writes the token. A bool rather than a method value picks Get or Refresh,
+// as a method value would allocate on every request.
+func (h *tokenHandlers) serve(c echo.Context, refresh bool) error {
+	req := c.Request()
+	key, err := h.rules.key(req)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(req.Context(), h.timeout)
+	var tok cache.Token
+	if refresh {
+		tok, err = h.cache.Refresh(ctx, key)
+	} else {
+		tok, err = h.cache.Get(ctx, key)
+	}
+	cancel()
+	if err != nil {
+		return &apiError{tenant: key.Tenant, provider: key.Provider, err: err}
+	}
+	if tok.AccessToken == "" {
+		return &apiError{code: codeInternal, tenant: key.Tenant, provider: key.Provider,
+			err: errors.New("proxy: cache returned an empty access token without an error")}
+	}
+	if h.logger.Enabled(req.Context(), slog.LevelDebug) {
+		c.Set(logTenantKey, key.Tenant)
+	}
+	return h.writeToken(c.Response(), tok)
+}
+
+// writeToken writes the 200 answer. The body is built by hand into a pooled
+// buffer: this is the cached-token path, and encoding/json would allocate.
+func (h *tokenHandlers) writeToken(w *echo.Response, tok cache.Token) error {
+	hdr := w.Header()
+	hdr[echo.HeaderContentType] = h.hdrJSON
+	hdr[echo.HeaderCacheControl] = h.hdrNoStore
+	hdr["Pragma"] = h.hdrNoCache
+	bp := h.bufs.Get().(*[]byte)
+	b := appendTokenJSON((*bp)[:0], tok, h.now())
+	w.WriteHeader(http.StatusOK)
+	// A write error means the caller has gone; the answer is committed and
+	// there is nobody left to tell.
+	_, _ = w.Write(b)
+	if cap(b) <= maxPooledBody {
+		*bp = b
+		h.bufs.Put(bp)
+	}
+	return nil
+}
+
+// maxPooledBody keeps the buffer of an unusually long token out of the pool.
+const maxPooledBody = 16 << 10

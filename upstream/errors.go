@@ -3,6 +3,20 @@
 // joins them, their failsafe-go retry policies, the typed errors they return and
 // the wiping of client secrets after use.
 //
+// Retries run only here, through a failsafe-go retry policy per call. Each
+// attempt has its own deadline and reads its whole answer (at most
+// MaxBodyBytes) and closes it before the policy looks at it, so no retried
+// body is ever left open. Transient failures (5xx, 408, 429, timeouts,
+// network errors, and Genesys's rate-limit 400) are retried with exponential
+// backoff and jitter, or after exactly the server's Retry-After (seconds or
+// HTTP-date, never earlier, at most MaxRetryAfter); everything else ends the
+// call at once. Every failure is an *Error carrying a contract code, the last
+// HTTP status, the attempt count and a retry hint. When the caller's context
+// ends, the *Error wraps ctx.Err().
+//
+// No client ID, client secret, Authorization value or access token is ever
+// logged or put in an error text; upstream bodies never are either.
+//
 // It imports regions and nothing else of this module; it must never import
 // cache, proxy or cmd.
 package upstream
@@ -38,7 +52,8 @@ const (
 type Error struct {
 	// Code is the contract error code.
 	Code Code
-	// Upstream is TenantService or GenesysLogin.
+	// Upstream is TenantService or GenesysLogin; "" when the call was refused
+	// before reaching either (an unknown provider).
 	Upstream string
 	// Status is the HTTP status of the last upstream answer, 0 when there was
 	// none (timeout, network error).
@@ -58,7 +73,10 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	msg := fmt.Sprintf("%s: %s", e.Upstream, e.Code)
+	msg := string(e.Code)
+	if e.Upstream != "" {
+		msg = e.Upstream + ": " + msg
+	}
 	if e.Status != 0 {
 		msg += fmt.Sprintf(" (HTTP %d", e.Status)
 		if e.OAuthError != "" {

@@ -1,0 +1,278 @@
+package upstream
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// Provider names as the Tenant Service and the token API spell them.
+const (
+	ProviderGenesys  = "genesys"
+	ProviderWhatsApp = "whatsapp"
+)
+
+const (
+	defaultServiceName   = "auth-service"
+	defaultTenantTimeout = 5 * time.Second
+)
+
+// TenantClientConfig configures a TenantClient. Every zero value means the
+// documented default.
+type TenantClientConfig struct {
+	// BaseURL is the Tenant Service base, e.g. "http://tenant-service:8080"
+	// (SIDECAR_TENANT_SERVICE_URL). Required: an absolute http or https URL
+	// without user info, query or fragment. A path prefix is kept.
+	BaseURL string
+	// ServiceName is sent as X-Service-Name; "" means "auth-service".
+	ServiceName string
+	// Timeout bounds each attempt, including reading the body; 0 means 5 s.
+	Timeout time.Duration
+	// MaxRetries is the number of retries after the first attempt: 0 means 2
+	// (3 attempts in all), a negative value means no retry.
+	MaxRetries int
+	// BackoffMin and BackoffMax bound the exponential backoff between
+	// attempts when the Tenant Service gave no Retry-After; 0 means 500 ms
+	// and 4 s. ±20 % jitter is applied, never above BackoffMax.
+	BackoffMin, BackoffMax time.Duration
+	// MaxRetryAfter caps the Retry-After the client waits for; 0 means 30 s.
+	// A longer Retry-After ends the call at once with the server's value in
+	// Error.RetryAfterHint, rather than retrying earlier than asked.
+	MaxRetryAfter time.Duration
+	// HTTPClient sends the requests; nil means a client over a clone of
+	// http.DefaultTransport, which honours HTTPS_PROXY, HTTP_PROXY and
+	// NO_PROXY. The client is copied and redirects are never followed.
+	HTTPClient *http.Client
+	// Logger receives a warning per retry; nil discards. Nothing secret is
+	// ever logged.
+	Logger *slog.Logger
+}
+
+// TenantClient fetches a tenant's credentials from the Tenant Service:
+// GET {base}/tenants/{tenant}/credentials/{provider}. It retries 5xx, 408,
+// 429, timeouts and network errors, never any other 4xx.
+//
+// A TenantClient is safe for concurrent use; it holds no per-call state.
+type TenantClient struct {
+	base        *url.URL
+	serviceName string
+	req         requester
+	retry       retrier
+	log         *slog.Logger
+}
+
+// NewTenantClient checks cfg and builds a client.
+func NewTenantClient(cfg TenantClientConfig) (*TenantClient, error) {
+	if cfg.BaseURL == "" {
+		return nil, errors.New("upstream: Tenant Service BaseURL is required")
+	}
+	base, err := parseBaseURL("Tenant Service BaseURL", cfg.BaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("upstream: %w", err)
+	}
+	if cfg.Timeout < 0 {
+		return nil, errors.New("upstream: negative Tenant Service Timeout")
+	}
+	r, err := newRetrier(TenantService, CodeTenantServiceUnavailable, retrySettings{
+		maxRetries: cfg.MaxRetries,
+		backoffMin: cfg.BackoffMin, backoffMax: cfg.BackoffMax,
+		// The contract gives the Tenant Service no separate rate-limit
+		// backoff: a 429 without Retry-After backs off like a 503.
+		rateLimitMin: orDefault(cfg.BackoffMin, defaultBackoffMin), rateLimitMax: orDefault(cfg.BackoffMax, defaultBackoffMax),
+		maxRetryAfter: cfg.MaxRetryAfter,
+		logger:        cfg.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	name := cfg.ServiceName
+	if name == "" {
+		name = defaultServiceName
+	}
+	return &TenantClient{
+		base:        base,
+		serviceName: name,
+		req:         requester{client: newHTTPClient(cfg.HTTPClient), timeout: orDefault(cfg.Timeout, defaultTenantTimeout)},
+		retry:       r,
+		log:         r.log,
+	}, nil
+}
+
+// GenesysCredentials fetches the tenant's Genesys OAuth client. The caller
+// owns the result and must call Wipe on it when done.
+//
+// Errors are *Error: CREDENTIALS_NOT_FOUND (404), INVALID_REQUEST (400, or a
+// tenant that cannot form a path segment), TENANT_SERVICE_UNAVAILABLE
+// (retries spent, 401/403 and other 4xx, or ctx ended — then errors.Is finds
+// the context error) and UPSTREAM_INVALID_RESPONSE (unparseable or
+// incomplete 200, over MaxBodyBytes, 3xx).
+func (c *TenantClient) GenesysCredentials(ctx context.Context, tenant string) (*Credentials, error) {
+	o, err := c.fetch(ctx, tenant, ProviderGenesys)
+	if err != nil {
+		return nil, err
+	}
+	defer o.wipe()
+
+	var body struct {
+		ClientID     string      `json:"clientId"`
+		ClientSecret secretBytes `json:"clientSecret"`
+		Region       string      `json:"region"`
+	}
+	if err := json.Unmarshal(o.body, &body); err != nil {
+		clear(body.ClientSecret)
+		// Not json's message: a syntax error quotes a byte of the body,
+		// which may be a byte of the secret.
+		return nil, c.invalid(o, "credentials answer is not a JSON object with string clientId, clientSecret and region")
+	}
+	var missing string
+	switch {
+	case body.ClientID == "":
+		missing = "clientId"
+	case len(body.ClientSecret) == 0:
+		missing = "clientSecret"
+	case body.Region == "":
+		missing = "region"
+	}
+	if missing != "" {
+		clear(body.ClientSecret)
+		return nil, c.invalid(o, "credentials answer lacks "+missing)
+	}
+	c.log.LogAttrs(ctx, slog.LevelDebug, "tenant credentials fetched",
+		slog.String("upstream", TenantService), slog.String("tenant", tenant),
+		slog.String("provider", ProviderGenesys), slog.String("region", body.Region), slog.Int("attempts", o.attempt))
+	return &Credentials{Tenant: tenant, ClientID: body.ClientID, ClientSecret: body.ClientSecret, Region: body.Region}, nil
+}
+
+// StaticToken is a ready-made bearer token the Tenant Service holds for a
+// provider without an OAuth exchange (WhatsApp). Formatting or logging it
+// redacts the token.
+type StaticToken struct {
+	// AccessToken is the bearer token. Never log it.
+	AccessToken string
+	// ExpiresAt is when the token stops working; zero when the Tenant Service
+	// did not say.
+	ExpiresAt time.Time
+}
+
+// String redacts the token.
+func (t StaticToken) String() string {
+	return "upstream.StaticToken{AccessToken:[redacted] ExpiresAt:" + t.ExpiresAt.Format(time.RFC3339) + "}"
+}
+
+// GoString redacts too.
+func (t StaticToken) GoString() string { return t.String() }
+
+// LogValue redacts the token in slog output.
+func (t StaticToken) LogValue() slog.Value {
+	return slog.GroupValue(slog.Time("expires_at", t.ExpiresAt))
+}
+
+// StaticToken fetches the tenant's token for provider, whose answer is
+// {"accessToken":"…","expiresAt":"RFC 3339, optional"}. Errors are as for
+// GenesysCredentials.
+func (c *TenantClient) StaticToken(ctx context.Context, tenant, provider string) (StaticToken, error) {
+	o, err := c.fetch(ctx, tenant, provider)
+	if err != nil {
+		return StaticToken{}, err
+	}
+	defer o.wipe()
+
+	var body struct {
+		AccessToken string  `json:"accessToken"`
+		ExpiresAt   *string `json:"expiresAt"`
+	}
+	if err := json.Unmarshal(o.body, &body); err != nil {
+		return StaticToken{}, c.invalid(o, "token answer is not a JSON object with a string accessToken")
+	}
+	if body.AccessToken == "" {
+		return StaticToken{}, c.invalid(o, "token answer lacks accessToken")
+	}
+	var t StaticToken
+	t.AccessToken = body.AccessToken
+	if body.ExpiresAt != nil && *body.ExpiresAt != "" {
+		exp, err := time.Parse(time.RFC3339, *body.ExpiresAt)
+		if err != nil {
+			return StaticToken{}, c.invalid(o, "token answer has an expiresAt that is not RFC 3339")
+		}
+		t.ExpiresAt = exp
+	}
+	return t, nil
+}
+
+// fetch makes the GET with retries and returns the successful outcome, whose
+// body the caller must wipe.
+func (c *TenantClient) fetch(ctx context.Context, tenant, provider string) (*outcome, error) {
+	if err := checkSegment("tenant", tenant); err != nil {
+		return nil, &Error{Code: CodeInvalidRequest, Upstream: TenantService, Err: err}
+	}
+	if err := checkSegment("provider", provider); err != nil {
+		return nil, &Error{Code: CodeInvalidRequest, Upstream: TenantService, Err: err}
+	}
+	u := joinPath(c.base, "tenants", tenant, "credentials", provider).String()
+	build := func(ctx context.Context) (*http.Request, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("X-Service-Name", c.serviceName)
+		req.Header.Set("Accept", "application/json")
+		return req, nil
+	}
+	o, err := c.retry.run(ctx, tenant, func(ctx context.Context) *outcome {
+		o := c.req.do(ctx, build)
+		o.verdict = c.classify(o)
+		return o
+	})
+	if err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// checkSegment refuses path segments that escaping cannot make safe: ""
+// would change the route, and "." or ".." are removed by any server or proxy
+// that normalises paths. The proxy validates tenants far more strictly; this
+// is the client's own guard.
+func checkSegment(what, s string) error {
+	switch s {
+	case "", ".", "..":
+		return fmt.Errorf("%s %q cannot be a path segment", what, s)
+	}
+	return nil
+}
+
+// classify decides one Tenant Service attempt.
+//
+// 401 and 403 mean the Tenant Service refuses this sidecar (a wrong
+// X-Service-Name or network policy): the app's request is fine and waiting
+// will not fix it, so they end the call with TENANT_SERVICE_UNAVAILABLE
+// without a retry, for operators to see. The same holds for every other
+// 4xx except 400, 404, 408 and 429.
+func (c *TenantClient) classify(o *outcome) verdict {
+	if v, done := c.retry.transientVerdict(o); done {
+		return v
+	}
+	switch s := o.status; {
+	case s == http.StatusOK:
+		return verdict{ok: true}
+	case s == http.StatusNotFound:
+		return verdict{code: CodeCredentialsNotFound, reason: "HTTP 404"}
+	case s == http.StatusBadRequest:
+		return verdict{code: CodeInvalidRequest, reason: "HTTP 400"}
+	case s >= 400:
+		return verdict{code: CodeTenantServiceUnavailable, reason: "HTTP " + strconv.Itoa(s)}
+	default:
+		return verdict{code: CodeUpstreamInvalidResponse, reason: "HTTP " + strconv.Itoa(s),
+			cause: fmt.Errorf("unexpected HTTP %d", s)}
+	}
+}
+
+func (c *TenantClient) invalid(o *outcome, why string) *Error {
+	return &Error{Code: CodeUpstreamInvalidResponse, Upstream: TenantService, Status: o.status, Attempts: o.attempt, Err: errors.New(why)}
+}

@@ -1,0 +1,201 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/token-sidecar/token-sidecar/proxy"
+)
+
+// config is every setting of the sidecar. Each is a flag and an environment
+// variable named SIDECAR_ + the flag name in upper snake case; the flag wins.
+type config struct {
+	Demo bool
+
+	Listen      string
+	AdminListen string
+
+	TenantServiceURL     string
+	ServiceName          string
+	TenantServiceTimeout time.Duration
+
+	GenesysLoginURL string
+	GenesysAPIURL   string
+	OAuthTimeout    time.Duration
+	OAuthMaxRetries int
+
+	DefaultTenant        string
+	AllowedTenants       []string
+	RequireRequestHeader bool
+	RequestTimeout       time.Duration
+
+	CacheCapacity      int
+	RefreshAt          float64
+	NegativeTTL        time.Duration
+	MinRefreshInterval time.Duration
+	StaticTokenTTL     time.Duration
+
+	MetricsTenantLabel bool
+	ShutdownTimeout    time.Duration
+	LogLevel           slog.Level
+}
+
+// envName is the environment variable that backs a flag.
+func envName(flagName string) string {
+	return "SIDECAR_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// parseConfig reads flags from args and, for each flag not given, its
+// environment variable through getenv. Usage and errors go to stderr.
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	var cfg config
+	var allowed, logLevel string
+	fs := flag.NewFlagSet("token-sidecar", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+
+	fs.BoolVar(&cfg.Demo, "demo", false, "start in-process fake upstreams (Tenant Service and Genesys login) and use them")
+	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8181", "address of the token listener (/token, /token/refresh, /proxy/); loopback keeps it pod-local")
+	fs.StringVar(&cfg.AdminListen, "admin-listen", ":9464", "address of the admin listener (/healthz, /readyz, /metrics)")
+	fs.StringVar(&cfg.TenantServiceURL, "tenant-service-url", "", "base URL of the Tenant Service (required unless -demo)")
+	fs.StringVar(&cfg.ServiceName, "service-name", "auth-service", "X-Service-Name header sent to the Tenant Service")
+	fs.DurationVar(&cfg.TenantServiceTimeout, "tenant-service-timeout", 5*time.Second, "timeout of one Tenant Service attempt")
+	fs.StringVar(&cfg.GenesysLoginURL, "genesys-login-url", "", "login base URL used for every region instead of https://login.{domain} (proxies, tests)")
+	fs.StringVar(&cfg.GenesysAPIURL, "genesys-api-url", "", "API base URL used for every region instead of https://api.{domain}")
+	fs.DurationVar(&cfg.OAuthTimeout, "oauth-timeout", 10*time.Second, "timeout of one Genesys token exchange attempt")
+	fs.IntVar(&cfg.OAuthMaxRetries, "oauth-max-retries", 2, "retries of a failed Genesys token exchange (0 = none)")
+	fs.StringVar(&cfg.DefaultTenant, "default-tenant", "", "tenant used when a request names none")
+	fs.StringVar(&allowed, "allowed-tenants", "", "comma-separated tenants that may be served (empty = all)")
+	fs.BoolVar(&cfg.RequireRequestHeader, "require-request-header", true, "require the header X-Token-Request: true on the token listener (anti-SSRF)")
+	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", 15*time.Second, "how long a caller waits for a token before 504 TIMEOUT")
+	fs.IntVar(&cfg.CacheCapacity, "cache-capacity", 10000, "maximum cached tenants; the least recently used is evicted")
+	fs.Float64Var(&cfg.RefreshAt, "refresh-at", 0.8, "fraction of a token's lifetime after which it is refreshed ahead of expiry")
+	fs.DurationVar(&cfg.NegativeTTL, "negative-ttl", 5*time.Second, "how long CREDENTIALS_NOT_FOUND and OAUTH_INVALID_GRANT are cached (0 = not at all)")
+	fs.DurationVar(&cfg.MinRefreshInterval, "min-refresh-interval", 5*time.Second, "least time between two forced refreshes of one tenant")
+	fs.DurationVar(&cfg.StaticTokenTTL, "static-token-ttl", 5*time.Minute, "how long a provider's static token (whatsapp) is cached at most")
+	fs.BoolVar(&cfg.MetricsTenantLabel, "metrics-tenant-label", false, "label metrics with the tenant ID (mind the cardinality)")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight requests may take to finish on SIGTERM")
+	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return config{}, err
+		}
+		return config{}, errUsage // the flag package has printed why
+	}
+	if fs.NArg() > 0 {
+		return config{}, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] || envErr != nil {
+			return
+		}
+		if v := getenv(envName(f.Name)); v != "" {
+			if err := fs.Set(f.Name, v); err != nil {
+				envErr = fmt.Errorf("invalid %s=%q: %w", envName(f.Name), v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return config{}, envErr
+	}
+	if err := cfg.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
+		return config{}, fmt.Errorf("invalid -log-level %q: want debug, info, warn or error", logLevel)
+	}
+	for _, t := range strings.Split(allowed, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			cfg.AllowedTenants = append(cfg.AllowedTenants, t)
+		}
+	}
+	return cfg, cfg.validate()
+}
+
+// validate refuses settings the sidecar cannot run with, naming the setting
+// so that the operator can fix it from one log line.
+func (c config) validate() error {
+	var errs []error
+	if !c.Demo {
+		if c.TenantServiceURL == "" {
+			errs = append(errs, errors.New("-tenant-service-url / SIDECAR_TENANT_SERVICE_URL is required (or run with -demo)"))
+		} else if err := checkBaseURL(c.TenantServiceURL); err != nil {
+			errs = append(errs, fmt.Errorf("-tenant-service-url: %w", err))
+		}
+	}
+	for name, u := range map[string]string{"-genesys-login-url": c.GenesysLoginURL, "-genesys-api-url": c.GenesysAPIURL} {
+		if u != "" {
+			if err := checkBaseURL(u); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			}
+		}
+	}
+	for name, addr := range map[string]string{"-listen": c.Listen, "-admin-listen": c.AdminListen} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: want host:port", name, addr))
+		}
+	}
+	if c.Listen == c.AdminListen && !strings.HasSuffix(c.Listen, ":0") {
+		errs = append(errs, errors.New("-listen and -admin-listen must differ: the admin listener never serves tokens"))
+	}
+	if c.DefaultTenant != "" && !proxy.ValidTenantID(c.DefaultTenant) {
+		errs = append(errs, fmt.Errorf("-default-tenant %q is not a valid tenant ID", c.DefaultTenant))
+	}
+	for _, t := range c.AllowedTenants {
+		if !proxy.ValidTenantID(t) {
+			errs = append(errs, fmt.Errorf("-allowed-tenants: %q is not a valid tenant ID", t))
+		}
+	}
+	positive := map[string]time.Duration{
+		"-tenant-service-timeout": c.TenantServiceTimeout,
+		"-oauth-timeout":          c.OAuthTimeout,
+		"-request-timeout":        c.RequestTimeout,
+		"-static-token-ttl":       c.StaticTokenTTL,
+		"-shutdown-timeout":       c.ShutdownTimeout,
+	}
+	for name, d := range positive {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive, got %v", name, d))
+		}
+	}
+	if c.NegativeTTL < 0 || c.MinRefreshInterval < 0 {
+		errs = append(errs, errors.New("-negative-ttl and -min-refresh-interval must not be negative"))
+	}
+	if c.OAuthMaxRetries < 0 || c.OAuthMaxRetries > 10 {
+		errs = append(errs, fmt.Errorf("-oauth-max-retries must be between 0 and 10, got %d", c.OAuthMaxRetries))
+	}
+	if c.CacheCapacity < 1 {
+		errs = append(errs, fmt.Errorf("-cache-capacity must be at least 1, got %d", c.CacheCapacity))
+	}
+	if c.RefreshAt < 0.1 || c.RefreshAt > 0.99 {
+		errs = append(errs, fmt.Errorf("-refresh-at must be between 0.1 and 0.99, got %v", c.RefreshAt))
+	}
+	return errors.Join(errs...)
+}
+
+// checkBaseURL accepts an absolute http(s) URL without credentials, query or
+// fragment.
+func checkBaseURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return errors.New("not a URL")
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q is not an absolute http(s) URL", raw)
+	}
+	if u.User != nil {
+		// Never echo it: it holds a password.
+		return errors.New("must not carry user:password (it would be logged)")
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("%q must not have a query or fragment", raw)
+	}
+	return nil
+}

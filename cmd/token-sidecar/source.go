@@ -1,0 +1,65 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/token-sidecar/token-sidecar/cache"
+	"github.com/token-sidecar/token-sidecar/upstream"
+)
+
+// tokenSource adapts the upstream pipeline to cache.Source, so that neither
+// package has to import the other.
+type tokenSource struct {
+	pipeline *upstream.Pipeline
+}
+
+// newPipeline builds the Tenant Service and Genesys login clients from cfg.
+func newPipeline(cfg config, logger *slog.Logger) (tokenSource, error) {
+	tenants, err := upstream.NewTenantClient(upstream.TenantClientConfig{
+		BaseURL:     cfg.TenantServiceURL,
+		ServiceName: cfg.ServiceName,
+		Timeout:     cfg.TenantServiceTimeout,
+		Logger:      logger,
+	})
+	if err != nil {
+		return tokenSource{}, err
+	}
+	retries := cfg.OAuthMaxRetries
+	if retries == 0 {
+		retries = -1 // the client reads 0 as "default"; the flag's 0 means none
+	}
+	login, err := upstream.NewLoginClient(upstream.LoginClientConfig{
+		BaseURL:    cfg.GenesysLoginURL,
+		Timeout:    cfg.OAuthTimeout,
+		MaxRetries: retries,
+		Logger:     logger,
+	})
+	if err != nil {
+		return tokenSource{}, err
+	}
+	return tokenSource{pipeline: &upstream.Pipeline{
+		Tenants:        tenants,
+		Login:          login,
+		APIBaseURL:     cfg.GenesysAPIURL,
+		StaticTokenTTL: cfg.StaticTokenTTL,
+	}}, nil
+}
+
+// Providers lists the providers the pipeline can issue tokens for.
+func (s tokenSource) Providers() []string { return upstream.Providers() }
+
+// Fetch implements cache.Source.
+func (s tokenSource) Fetch(ctx context.Context, key cache.Key) (cache.Token, error) {
+	iss, err := s.pipeline.Issue(ctx, key.Provider, key.Tenant)
+	if err != nil {
+		return cache.Token{}, err
+	}
+	return cache.Token{
+		AccessToken: iss.AccessToken,
+		TokenType:   iss.TokenType,
+		ExpiresAt:   iss.ExpiresAt,
+		Lifetime:    iss.Lifetime,
+		APIBaseURL:  iss.APIBaseURL,
+	}, nil
+}

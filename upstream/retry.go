@@ -286,7 +286,7 @@ func retryAfter(h http.Header, now time.Time) time.Duration {
 	if d <= 0 {
 		return 0
 	}
-	return d
+	return min(d, maxRetryAfterValue) // a date centuries ahead saturates too
 }
 
 // maxRetryAfterValue bounds a parsed Retry-After so that arithmetic on it

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -15,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 
 	"github.com/token-sidecar/token-sidecar/upstream/upstreamtest"
 )
@@ -212,10 +215,21 @@ func buildBinary(t *testing.T) string {
 	return binary
 }
 
+// TestMain removes the built binary and fails the package if a stopped
+// sidecar left goroutines behind (listeners, cache janitor, fetches).
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if binary != "" {
 		os.RemoveAll(filepath.Dir(binary))
+	}
+	if code == 0 {
+		// The test clients' idle keep-alive connections are not the sidecar's.
+		client.CloseIdleConnections()
+		http.DefaultClient.CloseIdleConnections()
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
 	}
 	os.Exit(code)
 }
@@ -234,7 +248,11 @@ func startBinary(t *testing.T, env []string, args ...string) (cmd *exec.Cmd, tok
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		pw.Close() // ends the scanner goroutine below
+	})
 	addr := make(chan string, 1)
 	go func() {
 		re := regexp.MustCompile(`"token_addr":"([^"]+)"`)

@@ -5,7 +5,8 @@
 // interval, and the collapsing of concurrent misses into one fetch.
 //
 // It knows nothing of HTTP and of where tokens come from: callers pass a
-// Source. It must not import proxy, upstream or cmd.
+// Source. It must not import proxy, upstream or cmd. Its metrics and spans
+// go to the providers in Config, never to OpenTelemetry's globals.
 package cache
 
 import (
@@ -18,6 +19,11 @@ import (
 	"time"
 
 	"github.com/jellydator/ttlcache/v3"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -83,8 +89,25 @@ type Config struct {
 	Logger *slog.Logger
 
 	// Observer is told about cache events, e.g. to count them in metrics.
-	// Nil means no one is.
+	// Nil means no one is. It is told in addition to the metrics of
+	// MeterProvider.
 	Observer Observer
+
+	// MeterProvider receives the cache's metrics: hits, misses, stale hits,
+	// negative hits, collapsed requests, refreshes, evictions, the number of
+	// entries and the remaining lifetime of served tokens. Nil means no
+	// metrics.
+	MeterProvider metric.MeterProvider
+
+	// MetricsTenantLabel adds the tenant ID as a label to the cache's
+	// counters (never to a histogram). False, the zero value, keeps metric
+	// cardinality independent of the number of tenants.
+	MetricsTenantLabel bool
+
+	// TracerProvider traces each shared fetch as a span "cache.fetch", a
+	// child of the request that started it (or, for a refresh ahead of
+	// expiry, a new trace linked to that request). Nil means no spans.
+	TracerProvider trace.TracerProvider
 }
 
 // Cache is a per-key token cache. It is safe for concurrent use. Close stops
@@ -95,6 +118,9 @@ type Cache struct {
 	group singleflight.Group
 	obs   Observer
 	done  chan struct{} // closed when the janitor goroutine returns
+
+	tracer  trace.Tracer
+	entries metric.Registration // the entries gauge's callback; nil without metrics
 }
 
 // entry is the value stored per key. Its fields are set before it is stored
@@ -165,9 +191,28 @@ func New(cfg Config) (*Cache, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	obs := cfg.Observer
-	if obs == nil {
-		obs = nopObserver{}
+	var obs Observer = nopObserver{}
+	var metrics *metricsObserver
+	var meter metric.Meter
+	if cfg.MeterProvider != nil {
+		meter = cfg.MeterProvider.Meter(instrumentationName)
+		m, err := newMetricsObserver(meter, cfg.MetricsTenantLabel)
+		if err != nil {
+			return nil, err
+		}
+		metrics = m
+	}
+	switch {
+	case metrics != nil && cfg.Observer != nil:
+		obs = observers{metrics, cfg.Observer}
+	case metrics != nil:
+		obs = metrics
+	case cfg.Observer != nil:
+		obs = cfg.Observer
+	}
+	tp := cfg.TracerProvider
+	if tp == nil {
+		tp = tracenoop.NewTracerProvider()
 	}
 	c := &Cache{
 		cfg: cfg,
@@ -176,8 +221,24 @@ func New(cfg Config) (*Cache, error) {
 			// Tokens expire at a fixed instant: a hit must not extend them.
 			ttlcache.WithDisableTouchOnHit[Key, *entry](),
 		),
-		obs:  obs,
-		done: make(chan struct{}),
+		obs:    obs,
+		done:   make(chan struct{}),
+		tracer: tp.Tracer(instrumentationName),
+	}
+	if meter != nil {
+		gauge, err := meter.Int64ObservableGauge("token_sidecar.cache.entries",
+			metric.WithUnit("{entry}"),
+			metric.WithDescription("Cache entries (tokens and cached errors), including expired ones not yet removed."))
+		if err != nil {
+			return nil, fmt.Errorf("cache: creating instruments: %w", err)
+		}
+		c.entries, err = meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+			o.ObserveInt64(gauge, int64(c.Len()))
+			return nil
+		}, gauge)
+		if err != nil {
+			return nil, fmt.Errorf("cache: registering the entries gauge: %w", err)
+		}
 	}
 	c.items.OnEviction(func(_ context.Context, reason ttlcache.EvictionReason, item *ttlcache.Item[Key, *entry]) {
 		if reason == ttlcache.EvictionReasonCapacityReached {
@@ -194,6 +255,9 @@ func New(cfg Config) (*Cache, error) {
 // Close stops the janitor and waits for it to return. The cache must not be
 // used afterwards.
 func (c *Cache) Close() {
+	if c.entries != nil {
+		_ = c.entries.Unregister() // fails only if the provider is shut down
+	}
 	// ttlcache's Stop is a no-op until Start has begun, so a Close right after
 	// New could leave the janitor running for ever: stop until it is gone.
 	for {
@@ -223,18 +287,25 @@ func (c *Cache) Get(ctx context.Context, key Key) (Token, error) {
 		if e.err != nil {
 			if now.Before(e.negUntil) {
 				c.obs.NegativeHit(key)
+				tagRequest(ctx, resultNegativeHit)
 				return Token{}, e.err
 			}
 		} else if now.Before(e.usableUntil) {
 			stale := !now.Before(e.refreshAt)
 			if stale {
-				c.refreshAhead(key, e, now)
+				c.refreshAhead(ctx, key, e, now)
 			}
 			c.obs.Hit(key, e.usableUntil.Sub(now), stale)
+			if stale {
+				tagRequest(ctx, resultStaleHit)
+			} else {
+				tagRequest(ctx, resultHit)
+			}
 			return e.token, nil
 		}
 	}
 	c.obs.Miss(key)
+	tagRequest(ctx, resultMiss)
 	return c.wait(ctx, key, false)
 }
 
@@ -250,15 +321,18 @@ func (c *Cache) Refresh(ctx context.Context, key Key) (Token, error) {
 			if !e.forcedAt.IsZero() && now.Sub(e.forcedAt) < c.cfg.MinRefreshInterval {
 				if e.err != nil && now.Before(e.negUntil) {
 					c.obs.NegativeHit(key)
+					tagRequest(ctx, resultNegativeHit)
 					return Token{}, e.err
 				}
 				if e.err == nil && now.Before(e.usableUntil) {
 					c.obs.ForcedRefreshLimited(key)
+					tagRequest(ctx, resultRefreshLimited)
 					return e.token, nil
 				}
 			}
 		}
 	}
+	tagRequest(ctx, resultForced)
 	return c.wait(ctx, key, true)
 }
 
@@ -278,19 +352,25 @@ func (c *Cache) wait(ctx context.Context, key Key, forced bool) (Token, error) {
 	leader := false
 	ch := c.group.DoChan(flightKey(key, forced), func() (any, error) {
 		leader = true
-		return c.fetch(ctx, key, forced)
+		trigger := triggerMiss
+		if forced {
+			trigger = triggerForced
+		}
+		return c.fetch(ctx, key, forced, trigger)
 	})
 	select {
 	case r := <-ch:
+		f, _ := r.Val.(flight)
 		// The flight function ran before the result was sent, so reading
 		// leader here is ordered after its write.
 		if !leader {
 			c.obs.Collapsed(key)
+			noteCollapsed(ctx, f.span)
 		}
 		if r.Err != nil {
 			return Token{}, r.Err
 		}
-		return r.Val.(Token), nil
+		return f.tok, nil
 	case <-ctx.Done():
 		return Token{}, fmt.Errorf("waiting for the %s token of tenant %q: %w", key.Provider, key.Tenant, ctx.Err())
 	}
@@ -298,16 +378,20 @@ func (c *Cache) wait(ctx context.Context, key Key, forced bool) (Token, error) {
 
 // refreshAhead starts one background fetch for an entry past its refresh
 // point, unless one runs or the last one failed too recently.
-func (c *Cache) refreshAhead(key Key, e *entry, now time.Time) {
+//
+// The refresh belongs to no request: its span starts a new trace, linked to
+// the request (ctx) that triggered it.
+func (c *Cache) refreshAhead(ctx context.Context, key Key, e *entry, now time.Time) {
 	if now.UnixNano() < e.nextRefresh.Load() || !e.refreshing.CompareAndSwap(false, true) {
 		return
 	}
 	c.obs.RefreshAhead(key)
+	link := trace.LinkFromContext(ctx)
 	go func() {
 		defer e.refreshing.Store(false)
 		// Join a miss's flight if one runs; its result is stored either way.
 		ch := c.group.DoChan(flightKey(key, false), func() (any, error) {
-			return c.fetch(context.Background(), key, false)
+			return c.fetch(context.Background(), key, false, triggerRefreshAhead, link)
 		})
 		if r := <-ch; r.Err != nil {
 			e.nextRefresh.Store(c.cfg.Now().Add(c.cfg.RefreshRetryDelay).UnixNano())
@@ -318,19 +402,41 @@ func (c *Cache) refreshAhead(key Key, e *entry, now time.Time) {
 	}()
 }
 
+// flight is the result of one shared fetch.
+type flight struct {
+	tok Token
+	// span is the fetch's span, which collapsed callers link to.
+	span trace.SpanContext
+}
+
 // fetch runs one Source fetch as the singleflight leader and stores its
 // outcome. Its context is detached from the caller that happened to lead, so
 // that the caller giving up does not fail everyone else, but it keeps the
-// caller's values (trace context) and has its own timeout.
-func (c *Cache) fetch(parent context.Context, key Key, forced bool) (tok Token, err error) {
+// caller's values (trace context: its span is the parent of the fetch's) and
+// has its own timeout. trigger (miss, forced, ahead) and links go to the span.
+func (c *Cache) fetch(parent context.Context, key Key, forced bool, trigger string, links ...trace.Link) (f flight, err error) {
+	ctx, span := c.tracer.Start(context.WithoutCancel(parent), "cache.fetch",
+		trace.WithLinks(links...),
+		trace.WithAttributes(
+			attribute.String("token_sidecar.provider", key.Provider),
+			attribute.String("token_sidecar.tenant", key.Tenant),
+			attribute.String("token_sidecar.cache.trigger", trigger),
+		))
+	f.span = span.SpanContext()
 	defer func() {
 		// A panic inside a singleflight DoChan function kills the process.
 		if p := recover(); p != nil {
-			c.cfg.Logger.Error("token source panicked", "provider", key.Provider, "tenant", key.Tenant, "panic", fmt.Sprint(p))
-			tok, err = Token{}, fmt.Errorf("cache: token source panicked for tenant %q", key.Tenant)
+			c.cfg.Logger.ErrorContext(ctx, "token source panicked", "provider", key.Provider, "tenant", key.Tenant, "panic", fmt.Sprint(p))
+			f.tok, err = Token{}, fmt.Errorf("cache: token source panicked for tenant %q", key.Tenant)
 		}
+		if err != nil {
+			// Error texts of the Source are free of secrets (upstream's
+			// contract); the tenant and provider are not secret.
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
 	}()
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), c.cfg.FetchTimeout)
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.FetchTimeout)
 	defer cancel()
 
 	started := c.cfg.Now()
@@ -347,14 +453,15 @@ func (c *Cache) fetch(parent context.Context, key Key, forced bool) (tok Token, 
 		c.obs.ForcedRefresh(key)
 	}
 
-	tok, err = c.cfg.Source.Fetch(ctx, key)
+	tok, err := c.cfg.Source.Fetch(ctx, key)
 	now := c.cfg.Now()
 	if err != nil {
 		c.storeError(key, err, prev, forcedAt, now)
-		return Token{}, err
+		return f, err
 	}
 	c.storeToken(key, tok, forcedAt, now)
-	return tok, nil
+	f.tok = tok
+	return f, nil
 }
 
 // storeToken caches tok unless it is already inside its safety margin (a

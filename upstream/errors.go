@@ -17,6 +17,12 @@
 // No client ID, client secret, Authorization value or access token is ever
 // logged or put in an error text; upstream bodies never are either.
 //
+// Telemetry comes from the providers in the client configs, never from
+// OpenTelemetry's globals: a span per call ("tenant_service.fetch",
+// "genesys_login.exchange") with an HTTP client span per attempt (otelhttp,
+// which records no header) and an event per retry, the W3C trace context on
+// every request, and the token_sidecar.upstream.* metrics.
+//
 // It imports regions and nothing else of this module; it must never import
 // cache, proxy or cmd.
 package upstream

@@ -14,6 +14,10 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/token-sidecar/token-sidecar/regions"
 )
 
@@ -56,6 +60,26 @@ type LoginClientConfig struct {
 	// Logger receives a warning per retry; nil discards. No client ID,
 	// secret, Authorization value or token is ever logged.
 	Logger *slog.Logger
+	// TracerProvider traces each call as a span "genesys_login.exchange", with one HTTP client
+	// span per attempt below it and an event "retry" per scheduled retry.
+	// Nil means no spans.
+	TracerProvider trace.TracerProvider
+	// MeterProvider receives the call, attempt and retry metrics
+	// (token_sidecar.upstream.*). Nil means no metrics.
+	MeterProvider metric.MeterProvider
+	// Propagator injects the trace context into every request, e.g.
+	// propagation.TraceContext{} for the W3C traceparent header. Nil means
+	// propagation.TraceContext{} when TracerProvider is set, and no
+	// instrumentation of the HTTP stack at all when both are nil.
+	Propagator propagation.TextMapPropagator
+	// MetricsTenantLabel labels the call and retry counters with the tenant
+	// ID (never a histogram). False, the zero value, keeps the metrics'
+	// cardinality independent of the number of tenants.
+	MetricsTenantLabel bool
+}
+
+func (cfg LoginClientConfig) telemetry() telemetryConfig {
+	return telemetryConfig{cfg.TracerProvider, cfg.MeterProvider, cfg.Propagator, cfg.MetricsTenantLabel}
 }
 
 // LoginClient performs the OAuth client-credentials exchange with Genesys
@@ -87,19 +111,24 @@ func NewLoginClient(cfg LoginClientConfig) (*LoginClient, error) {
 	if cfg.Timeout < 0 {
 		return nil, errors.New("upstream: negative Genesys login Timeout")
 	}
+	tel, err := newTelemetry(GenesysLogin, "genesys_login.exchange", cfg.telemetry())
+	if err != nil {
+		return nil, fmt.Errorf("upstream: %w", err)
+	}
 	r, err := newRetrier(GenesysLogin, CodeOAuthExchangeFailed, retrySettings{
 		maxRetries: cfg.MaxRetries,
 		backoffMin: cfg.BackoffMin, backoffMax: cfg.BackoffMax,
 		rateLimitMin: cfg.RateLimitBackoffMin, rateLimitMax: cfg.RateLimitBackoffMax,
 		maxRetryAfter: cfg.MaxRetryAfter,
 		logger:        cfg.Logger,
+		telemetry:     tel,
 	})
 	if err != nil {
 		return nil, err
 	}
 	return &LoginClient{
 		base:  base,
-		req:   requester{client: newHTTPClient(cfg.HTTPClient), timeout: orDefault(cfg.Timeout, defaultLoginTimeout)},
+		req:   requester{client: newHTTPClient(cfg.HTTPClient, cfg.telemetry(), "/oauth/token"), timeout: orDefault(cfg.Timeout, defaultLoginTimeout)},
 		retry: r,
 		log:   r.log,
 	}, nil
@@ -141,7 +170,13 @@ func (t Token) LogValue() slog.Value {
 // ended — then errors.Is finds the context error), UPSTREAM_INVALID_RESPONSE
 // (200 without access_token, expires_in ≤ 0, non-JSON, over MaxBodyBytes,
 // 3xx) and INVALID_REQUEST (incomplete creds or a zero Region).
-func (c *LoginClient) Exchange(ctx context.Context, region regions.Region, creds *Credentials) (Token, error) {
+func (c *LoginClient) Exchange(ctx context.Context, region regions.Region, creds *Credentials) (_ Token, err error) {
+	tenant := ""
+	if creds != nil {
+		tenant = creds.Tenant
+	}
+	ctx, call := c.retry.tel.begin(ctx, tenant, spanAttrRegion.String(region.Name))
+	defer func() { call.end(err) }()
 	if creds == nil || creds.ClientID == "" || len(creds.ClientSecret) == 0 {
 		return Token{}, &Error{Code: CodeInvalidRequest, Upstream: GenesysLogin, Err: errors.New("credentials lack a client ID or secret")}
 	}

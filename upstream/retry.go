@@ -65,6 +65,7 @@ type retrier struct {
 	rateLimit     backoffRange
 	maxRetryAfter time.Duration
 	log           *slog.Logger
+	tel           *telemetry
 	now           func() time.Time
 	rand          func() float64 // in [0,1)
 }
@@ -78,6 +79,8 @@ type retrySettings struct {
 	rateLimitMin, rateLimitMax time.Duration
 	maxRetryAfter              time.Duration
 	logger                     *slog.Logger
+	// telemetry records attempts and retries; nil means none.
+	telemetry *telemetry
 }
 
 func newRetrier(upstream string, exhausted Code, s retrySettings) (retrier, error) {
@@ -89,6 +92,7 @@ func newRetrier(upstream string, exhausted Code, s retrySettings) (retrier, erro
 		rateLimit:     backoffRange{orDefault(s.rateLimitMin, defaultRateLimitMin), orDefault(s.rateLimitMax, defaultRateLimitMax)},
 		maxRetryAfter: orDefault(s.maxRetryAfter, defaultMaxRetryAfter),
 		log:           s.logger,
+		tel:           s.telemetry,
 		now:           time.Now,
 		rand:          rand.Float64,
 	}
@@ -100,6 +104,13 @@ func newRetrier(upstream string, exhausted Code, s retrySettings) (retrier, erro
 	}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
+	}
+	if r.tel == nil {
+		tel, err := newTelemetry(upstream, upstream, telemetryConfig{})
+		if err != nil {
+			return retrier{}, err
+		}
+		r.tel = tel
 	}
 	for _, b := range []backoffRange{r.backoff, r.rateLimit} {
 		if b.min < 0 || b.max < b.min {
@@ -148,6 +159,7 @@ func (r *retrier) run(ctx context.Context, tenant string, attempt func(context.C
 		ReturnLastFailure().
 		OnRetryScheduled(func(e failsafe.ExecutionScheduledEvent[*outcome]) {
 			o := e.LastResult()
+			r.tel.retry(ctx, tenant, o, len(seen), e.Delay)
 			attrs := []slog.Attr{
 				slog.String("upstream", r.upstream),
 				slog.String("tenant", tenant),
@@ -165,7 +177,9 @@ func (r *retrier) run(ctx context.Context, tenant string, attempt func(context.C
 
 	final, err := failsafe.With[*outcome](policy).WithContext(ctx).
 		GetWithExecution(func(exec failsafe.Execution[*outcome]) (*outcome, error) {
+			start := time.Now()
 			o := attempt(exec.Context())
+			r.tel.attempt(o, time.Since(start))
 			seen = append(seen, o)
 			o.attempt = len(seen)
 			return o, nil
@@ -176,6 +190,7 @@ func (r *retrier) run(ctx context.Context, tenant string, attempt func(context.C
 			o.wipe()
 		}
 	}
+	attempts(ctx, len(seen))
 	var last *outcome
 	if len(seen) > 0 {
 		last = seen[len(seen)-1]

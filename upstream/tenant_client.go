@@ -10,6 +10,10 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Provider names as the Tenant Service and the token API spell them.
@@ -52,6 +56,26 @@ type TenantClientConfig struct {
 	// Logger receives a warning per retry; nil discards. Nothing secret is
 	// ever logged.
 	Logger *slog.Logger
+	// TracerProvider traces each call as a span "tenant_service.fetch", with one HTTP client
+	// span per attempt below it and an event "retry" per scheduled retry.
+	// Nil means no spans.
+	TracerProvider trace.TracerProvider
+	// MeterProvider receives the call, attempt and retry metrics
+	// (token_sidecar.upstream.*). Nil means no metrics.
+	MeterProvider metric.MeterProvider
+	// Propagator injects the trace context into every request, e.g.
+	// propagation.TraceContext{} for the W3C traceparent header. Nil means
+	// propagation.TraceContext{} when TracerProvider is set, and no
+	// instrumentation of the HTTP stack at all when both are nil.
+	Propagator propagation.TextMapPropagator
+	// MetricsTenantLabel labels the call and retry counters with the tenant
+	// ID (never a histogram). False, the zero value, keeps the metrics'
+	// cardinality independent of the number of tenants.
+	MetricsTenantLabel bool
+}
+
+func (cfg TenantClientConfig) telemetry() telemetryConfig {
+	return telemetryConfig{cfg.TracerProvider, cfg.MeterProvider, cfg.Propagator, cfg.MetricsTenantLabel}
 }
 
 // TenantClient fetches a tenant's credentials from the Tenant Service:
@@ -79,6 +103,10 @@ func NewTenantClient(cfg TenantClientConfig) (*TenantClient, error) {
 	if cfg.Timeout < 0 {
 		return nil, errors.New("upstream: negative Tenant Service Timeout")
 	}
+	tel, err := newTelemetry(TenantService, "tenant_service.fetch", cfg.telemetry())
+	if err != nil {
+		return nil, fmt.Errorf("upstream: %w", err)
+	}
 	r, err := newRetrier(TenantService, CodeTenantServiceUnavailable, retrySettings{
 		maxRetries: cfg.MaxRetries,
 		backoffMin: cfg.BackoffMin, backoffMax: cfg.BackoffMax,
@@ -87,6 +115,7 @@ func NewTenantClient(cfg TenantClientConfig) (*TenantClient, error) {
 		rateLimitMin: orDefault(cfg.BackoffMin, defaultBackoffMin), rateLimitMax: orDefault(cfg.BackoffMax, defaultBackoffMax),
 		maxRetryAfter: cfg.MaxRetryAfter,
 		logger:        cfg.Logger,
+		telemetry:     tel,
 	})
 	if err != nil {
 		return nil, err
@@ -98,7 +127,7 @@ func NewTenantClient(cfg TenantClientConfig) (*TenantClient, error) {
 	return &TenantClient{
 		base:        base,
 		serviceName: name,
-		req:         requester{client: newHTTPClient(cfg.HTTPClient), timeout: orDefault(cfg.Timeout, defaultTenantTimeout)},
+		req:         requester{client: newHTTPClient(cfg.HTTPClient, cfg.telemetry(), "/tenants/{tenant}/credentials/{provider}"), timeout: orDefault(cfg.Timeout, defaultTenantTimeout)},
 		retry:       r,
 		log:         r.log,
 	}, nil
@@ -112,7 +141,9 @@ func NewTenantClient(cfg TenantClientConfig) (*TenantClient, error) {
 // (retries spent, 401/403 and other 4xx, or ctx ended — then errors.Is finds
 // the context error) and UPSTREAM_INVALID_RESPONSE (unparseable or
 // incomplete 200, over MaxBodyBytes, 3xx).
-func (c *TenantClient) GenesysCredentials(ctx context.Context, tenant string) (*Credentials, error) {
+func (c *TenantClient) GenesysCredentials(ctx context.Context, tenant string) (_ *Credentials, err error) {
+	ctx, call := c.retry.tel.begin(ctx, tenant, spanAttrProvider.String(ProviderGenesys))
+	defer func() { call.end(err) }()
 	o, err := c.fetch(ctx, tenant, ProviderGenesys)
 	if err != nil {
 		return nil, err
@@ -176,7 +207,9 @@ func (t StaticToken) LogValue() slog.Value {
 // StaticToken fetches the tenant's token for provider, whose answer is
 // {"accessToken":"…","expiresAt":"RFC 3339, optional"}. Errors are as for
 // GenesysCredentials.
-func (c *TenantClient) StaticToken(ctx context.Context, tenant, provider string) (StaticToken, error) {
+func (c *TenantClient) StaticToken(ctx context.Context, tenant, provider string) (_ StaticToken, err error) {
+	ctx, call := c.retry.tel.begin(ctx, tenant, spanAttrProvider.String(provider))
+	defer func() { call.end(err) }()
 	o, err := c.fetch(ctx, tenant, provider)
 	if err != nil {
 		return StaticToken{}, err

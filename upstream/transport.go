@@ -48,20 +48,28 @@ func (o *outcome) wipe() {
 	}
 }
 
-// newHTTPClient is the one place where the clients' HTTP stack is built, so
-// that instrumentation (an otelhttp transport, giving one span per attempt)
-// can be added here or passed in through the config's HTTPClient.
+// newHTTPClient is the one place where the clients' HTTP stack is built.
+// With telemetry it puts an otelhttp transport under the retry loop, so that
+// every attempt is one HTTP client span carrying the trace context
+// (traceparent) to the upstream; urlTemplate names those spans.
 //
 // The given client is copied, never modified. Redirects are never followed:
 // a redirected Tenant Service call would carry X-Service-Name and receive a
 // secret from wherever it was sent, and a redirected token POST would turn
 // into a GET or re-send the Basic credentials. A 3xx is an invalid answer.
-func newHTTPClient(c *http.Client) *http.Client {
+func newHTTPClient(c *http.Client, tel telemetryConfig, urlTemplate string) *http.Client {
 	var out http.Client
 	if c != nil {
 		out = *c
 	} else {
 		out.Transport = defaultTransport()
+	}
+	if tel.instrumented() {
+		base := out.Transport
+		if base == nil {
+			base = http.DefaultTransport // what the given client would use
+		}
+		out.Transport = wrapTransport(base, tel, urlTemplate)
 	}
 	out.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &out

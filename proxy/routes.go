@@ -16,7 +16,7 @@ import (
 // in: the request log (which also writes every error answer, so it can log
 // the status), panic recovery, and the X-Token-Request check when required.
 // They run for unknown paths too: without the header, every request is 403.
-func tokenRoutes(e *echo.Echo, h *tokenHandlers, requireHeader bool) {
+func tokenRoutes(e *echo.Echo, h *tokenHandlers, api *apiProxy, requireHeader bool) {
 	e.Use(requestLog(h.logger), recoverPanic(h.logger))
 	if requireHeader {
 		e.Use(requireRequestHeader)
@@ -24,6 +24,7 @@ func tokenRoutes(e *echo.Echo, h *tokenHandlers, requireHeader bool) {
 
 	e.GET("/token", h.getToken)
 	e.POST("/token/refresh", h.refreshToken)
+	e.Match(apiProxyMethods, apiProxyRoute, api.serve)
 }
 
 // adminRoutes registers the admin listener's routes on e. There is no

@@ -37,9 +37,10 @@ const defaultRequestTimeout = 15 * time.Second
 // Config configures NewTokenHandler. Every field but Cache has a usable zero
 // value, stated with the field.
 //
-// Telemetry (tracer and meter providers, the http.route middleware) and the
-// /proxy/ API reverse proxy are meant to be added here as further fields, with
-// their zero value meaning "off".
+// Telemetry (tracer and meter providers, the http.route middleware) is meant
+// to be added here as further fields, with their zero value meaning "off".
+// The /proxy/ API reverse proxy (api_proxy.go) is always on; APITransport is
+// where its outgoing calls can be traced and metered.
 type Config struct {
 	// Cache answers the token requests. Required.
 	Cache TokenCache
@@ -78,17 +79,29 @@ type Config struct {
 	// Now is the clock that expires_in and expires_at are computed from.
 	// Nil means time.Now.
 	Now func() time.Time
+
+	// APITransport sends the /proxy/ requests to the Genesys API, one call
+	// per attempt (a 401 retry is a second call); wrap it to trace or meter
+	// them (otelhttp.NewTransport). Nil means NewAPITransport().
+	APITransport http.RoundTripper
+
+	// APIProxyTimeout bounds one /proxy/ request from its arrival to the
+	// last byte of its answer; for those requests it replaces the server's
+	// read and write timeouts, which are sized for the token API. Zero
+	// means 10 minutes; negative is refused.
+	APIProxyTimeout time.Duration
 }
 
 // NewTokenHandler returns the handler of the token listener: GET /token and
 // POST /token/refresh, as shared/docs/contract.md "Token API" describes, with
 // JSON errors for everything else. It returns an error for a bad Config: no
 // Cache, a malformed default or allowed tenant, a default tenant outside the
-// allow-list, an empty provider list or name, a negative RequestTimeout.
+// allow-list, an empty provider list or name, a negative RequestTimeout or
+// APIProxyTimeout. It also serves /proxy/*, the API proxy of api_proxy.go.
 //
 // The handler is safe for concurrent use. It does not limit the size or the
 // time of reading a request: that is the http.Server's job (cmd), as are
-// ReadHeaderTimeout and MaxHeaderBytes. No route reads a request body.
+// ReadHeaderTimeout and MaxHeaderBytes. Only /proxy/ reads a request body.
 func NewTokenHandler(cfg Config) (http.Handler, error) {
 	if cfg.Cache == nil {
 		return nil, errors.New("proxy: Config.Cache is required")
@@ -119,8 +132,12 @@ func NewTokenHandler(cfg Config) (http.Handler, error) {
 	if h.now == nil {
 		h.now = time.Now
 	}
+	api, err := newAPIProxy(cfg, rules, h.timeout, h.logger)
+	if err != nil {
+		return nil, err
+	}
 	e := newEcho()
-	tokenRoutes(e, h, cfg.RequireRequestHeader)
+	tokenRoutes(e, h, api, cfg.RequireRequestHeader)
 	return e, nil
 }
 

@@ -60,6 +60,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		defer demo.Close()
 		cfg.TenantServiceURL = demo.TenantService.URL()
 		cfg.GenesysLoginURL = demo.Login.URL()
+		cfg.GenesysAPIURL = demo.API.URL()
 	}
 
 	source, err := newPipeline(cfg, logger)

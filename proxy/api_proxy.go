@@ -1,0 +1,255 @@
+package proxy
+
+// This file holds the /proxy/ route of the token listener: a reverse proxy to
+// the tenant's Genesys Platform API that adds the tenant's bearer token, as
+// shared/docs/contract.md "API proxy" describes.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"time"
+
+	"github.com/labstack/echo/v4"
+)
+
+// apiProxyRoute is the route pattern of the API proxy, as the request log
+// and the telemetry middleware see it (c.Path()).
+const apiProxyRoute = apiProxyPrefix + "/*"
+
+// apiProxyMethods are the methods the API proxy forwards; any other (CONNECT,
+// TRACE…) is 405 METHOD_NOT_ALLOWED.
+var apiProxyMethods = []string{
+	http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
+	http.MethodPatch, http.MethodDelete, http.MethodOptions,
+}
+
+// defaultAPIProxyTimeout is Config.APIProxyTimeout's zero value.
+const defaultAPIProxyTimeout = 10 * time.Minute
+
+// Headers the API proxy handles itself.
+const (
+	headerAuthorization = "Authorization"
+	// headerExpect is answered by the sidecar's own server (100 Continue as
+	// soon as the body is read) rather than by the API: the sidecar may
+	// answer with an error before reading the body at all.
+	headerExpect = "Expect"
+)
+
+// apiProxy serves /proxy/*. Immutable after newAPIProxy, so safe for
+// concurrent use.
+type apiProxy struct {
+	cache        TokenCache
+	rules        *tenantRules
+	tokenTimeout time.Duration // Config.RequestTimeout
+	timeout      time.Duration // Config.APIProxyTimeout
+	logger       *slog.Logger
+	rp           *httputil.ReverseProxy
+}
+
+func newAPIProxy(cfg Config, rules *tenantRules, tokenTimeout time.Duration, logger *slog.Logger) (*apiProxy, error) {
+	if cfg.APIProxyTimeout < 0 {
+		return nil, errors.New("proxy: Config.APIProxyTimeout is negative")
+	}
+	base := cfg.APITransport
+	if base == nil {
+		base = NewAPITransport()
+	}
+	p := &apiProxy{
+		cache:        cfg.Cache,
+		rules:        rules,
+		tokenTimeout: tokenTimeout,
+		timeout:      cfg.APIProxyTimeout,
+		logger:       logger,
+	}
+	if p.timeout == 0 {
+		p.timeout = defaultAPIProxyTimeout
+	}
+	p.rp = &httputil.ReverseProxy{
+		Rewrite:   rewriteAPIRequest,
+		Transport: &retryTransport{base: base, cache: cfg.Cache, tokenTimeout: tokenTimeout, logger: logger},
+		// FlushInterval 0: a response of known length is copied through
+		// the server's buffer; ReverseProxy flushes every write of one of
+		// unknown length (chunked) and of text/event-stream by itself.
+		ErrorHandler: func(_ http.ResponseWriter, r *http.Request, err error) {
+			// Answered by serve, with the JSON error body.
+			if call := callOf(r.Context()); call != nil {
+				call.err = err
+			}
+		},
+		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	return p, nil
+}
+
+// rewriteAPIRequest turns the app's request into the API request: the
+// tenant's API URL with the app's query string as it was sent, the tenant's
+// bearer token in place of any Authorization the app sent, and without the
+// sidecar's own headers. ReverseProxy has already removed the hop-by-hop
+// headers and any X-Forwarded-* and Forwarded the app sent, and adds none.
+func rewriteAPIRequest(pr *httputil.ProxyRequest) {
+	call := callOf(pr.In.Context())
+	u := *call.target
+	// Not ReverseProxy's re-encoded query (it rewrites one holding ';' or a
+	// bad escape): the query is the API's business, and the sidecar does
+	// not read it, so there is no ambiguity to protect against.
+	u.RawQuery = pr.In.URL.RawQuery
+	pr.Out.URL = &u
+	pr.Out.Host = ""
+	h := pr.Out.Header
+	h.Del(headerTokenRequest)
+	h.Del(headerTenantID)
+	h.Del(headerExpect)
+	h[headerAuthorization] = []string{"Bearer " + call.token.AccessToken}
+	if call.body != nil {
+		pr.Out.GetBody = call.newBody
+	}
+}
+
+// serve handles one /proxy/ request. The X-Token-Request check has run
+// before, as middleware.
+func (p *apiProxy) serve(c echo.Context) error {
+	start := time.Now()
+	req := c.Request()
+	// The token listener's server has read and write timeouts sized for the
+	// token API (-request-timeout + 5 s), which would cut an upload or a
+	// streamed answer short: a proxied request gets APIProxyTimeout from its
+	// start instead. Writers that cannot (a test recorder) are left as they
+	// are.
+	deadline := start.Add(p.timeout)
+	rc := http.NewResponseController(c.Response())
+	_ = rc.SetReadDeadline(deadline)
+	_ = rc.SetWriteDeadline(deadline)
+
+	key, err := p.rules.proxyKey(req)
+	if err != nil {
+		return err
+	}
+	rest, err := proxyPath(req.URL.EscapedPath())
+	if err != nil {
+		var ae *apiError
+		if errors.As(err, &ae) {
+			ae.tenant = key.Tenant
+		}
+		return err
+	}
+	ctx, cancel := context.WithTimeout(req.Context(), p.tokenTimeout)
+	tok, err := p.cache.Get(ctx, key)
+	cancel()
+	if err != nil {
+		return &apiError{tenant: key.Tenant, provider: key.Provider, err: err}
+	}
+	if tok.AccessToken == "" {
+		return &apiError{code: codeInternal, tenant: key.Tenant, provider: key.Provider,
+			err: errors.New("proxy: cache returned an empty access token without an error")}
+	}
+	target, err := apiTarget(tok.APIBaseURL, rest)
+	if err != nil {
+		return &apiError{code: codeInternal, tenant: key.Tenant, provider: key.Provider, err: err}
+	}
+	call := &apiCall{key: key, rest: rest, token: tok, target: target}
+	if err := call.takeBody(req); err != nil {
+		return &apiError{code: codeInvalidRequest, message: msgProxyBodyUnread, tenant: key.Tenant, err: err}
+	}
+	if p.logger.Enabled(req.Context(), slog.LevelDebug) {
+		c.Set(logTenantKey, key.Tenant)
+	}
+
+	ctx, cancel = context.WithDeadline(context.WithValue(req.Context(), apiCallKey{}, call), deadline)
+	defer cancel()
+	w := &apiResponseWriter{Response: c.Response()}
+	// Deferred, so that an answer cut mid-stream is logged too: ReverseProxy
+	// then panics with http.ErrAbortHandler, which net/http expects to see.
+	defer func() {
+		v := recover()
+		aborted := v == http.ErrAbortHandler
+		if call.err == nil && (v == nil || aborted) {
+			p.logProxied(req, w, key.Tenant, call.retried, aborted, start)
+		}
+		if v != nil {
+			panic(v)
+		}
+	}()
+	p.rp.ServeHTTP(w, req.WithContext(ctx))
+	if call.err != nil {
+		return apiCallError(call)
+	}
+	return nil
+}
+
+// logProxied writes the info line of a request the API answered; aborted
+// means the answer was cut short (the API or the app went away mid-stream).
+// Like the request log it names the route, never the URL (the query string
+// may hold anything), and no header but the tenant.
+func (p *apiProxy) logProxied(req *http.Request, w *apiResponseWriter, tenant string, retried, aborted bool, start time.Time) {
+	ctx := req.Context()
+	if !p.logger.Enabled(ctx, slog.LevelInfo) {
+		return
+	}
+	p.logger.LogAttrs(ctx, slog.LevelInfo, "api request proxied",
+		slog.String("method", req.Method),
+		slog.String("route", apiProxyRoute),
+		slog.Int("status", w.Response.Status),
+		slog.Duration("duration", time.Since(start)),
+		slog.String("tenant", tenant),
+		slog.Bool("retried", retried),
+		slog.Bool("aborted", aborted),
+	)
+}
+
+// Messages of the answers for an API that gave none.
+const (
+	msgAPIUnreachable = "the Genesys API could not be reached"
+	msgAPITimeout     = "the Genesys API did not answer in time"
+)
+
+// apiCallError is the answer for a proxied request that got no answer from
+// the API: the token API's error when a forced refresh failed; 504 TIMEOUT
+// when the API did not answer in time; 502 UPSTREAM_INVALID_RESPONSE when it
+// could not be reached. A caller that went away gets its context error, which
+// the request log treats as such.
+func apiCallError(call *apiCall) error {
+	err := call.err
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		// Its text holds the URL, query string included: keep that out of
+		// the log.
+		err = fmt.Errorf("%s to the API: %w", ue.Op, ue.Err)
+	}
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.Canceled):
+		return err
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return &apiError{code: codeTimeout, message: msgAPITimeout, tenant: call.key.Tenant, err: err}
+	}
+	return &apiError{code: codeUpstreamInvalidResponse, message: msgAPIUnreachable, tenant: call.key.Tenant, err: err}
+}
+
+// apiResponseWriter passes the API's informational (1xx) answers straight to
+// the server, and everything else to echo's Response: echo would take a
+// 1xx for the final status and drop the real one.
+type apiResponseWriter struct {
+	*echo.Response
+}
+
+func (w *apiResponseWriter) WriteHeader(code int) {
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols && !w.Response.Committed {
+		w.Response.Writer.WriteHeader(code)
+		return
+	}
+	w.Response.WriteHeader(code)
+}
+
+// Unwrap lets http.ResponseController reach the server's writer (flushes,
+// deadlines, hijacking for a protocol switch).
+func (w *apiResponseWriter) Unwrap() http.ResponseWriter { return w.Response }

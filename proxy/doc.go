@@ -1,5 +1,6 @@
 // Package proxy owns the sidecar's inbound HTTP: the echo v4 instances of the
-// token listener (GET /token, POST /token/refresh) and of the admin listener
+// token listener (GET /token, POST /token/refresh, the Genesys API reverse
+// proxy under /proxy/) and of the admin listener
 // (/healthz, /readyz, /metrics), their routes, their middleware (request log,
 // panic recovery, the X-Token-Request check), tenant resolution, validation
 // and allow-listing, and the one table that maps error codes to HTTP

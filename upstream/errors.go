@@ -14,6 +14,15 @@
 // HTTP status, the attempt count and a retry hint. When the caller's context
 // ends, the *Error wraps ctx.Err().
 //
+// Inside the retry policy, every attempt passes a failsafe-go circuit breaker
+// of its host (see BreakerConfig): the Tenant Service, and each Genesys
+// region's login host on its own. Sustained 5xx, timeouts and network errors
+// open it — never a 4xx, a 429 or the caller giving up — and an open breaker
+// ends a call at once, without an attempt or a retry, with the upstream's
+// "unavailable" code, ErrCircuitOpen and the time left open as retry hint,
+// until it half-opens and probes the host. State changes are logged and
+// measured (token_sidecar.upstream.circuit.*).
+//
 // No client ID, client secret, Authorization value or access token is ever
 // logged or put in an error text; upstream bodies never are either.
 //

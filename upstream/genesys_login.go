@@ -53,6 +53,13 @@ type LoginClientConfig struct {
 	// A longer Retry-After ends the call at once with the server's value in
 	// Error.RetryAfterHint, rather than retrying earlier than asked.
 	MaxRetryAfter time.Duration
+	// Breaker configures the circuit breakers, one per login host: each
+	// region's host has its own, so that one region's outage never blocks
+	// another (with BaseURL set, every region shares that one host and its
+	// breaker). The zero value means the defaults (open after 5 failures of
+	// the last 10 attempts, for 10 s, then 2 probes). An open breaker fails
+	// calls at once with OAUTH_EXCHANGE_FAILED.
+	Breaker BreakerConfig
 	// HTTPClient sends the requests; nil means a client over a clone of
 	// http.DefaultTransport (honours HTTPS_PROXY / HTTP_PROXY / NO_PROXY).
 	// The client is copied and redirects are never followed.
@@ -88,7 +95,9 @@ func (cfg LoginClientConfig) telemetry() telemetryConfig {
 //
 // It retries 5xx, 408, 429, timeouts, network errors and Genesys's
 // rate-limit answer (400 invalid_request whose description starts "rate
-// limit exceeded"). It never retries 401 or other 400s.
+// limit exceeded"). It never retries 401 or other 400s. Each login host has
+// a circuit breaker of its own; while it is open, calls to that host fail at
+// once.
 //
 // A LoginClient is safe for concurrent use.
 type LoginClient struct {
@@ -122,6 +131,7 @@ func NewLoginClient(cfg LoginClientConfig) (*LoginClient, error) {
 		maxRetryAfter: cfg.MaxRetryAfter,
 		logger:        cfg.Logger,
 		telemetry:     tel,
+		breaker:       cfg.Breaker,
 	})
 	if err != nil {
 		return nil, err
@@ -166,8 +176,9 @@ func (t Token) LogValue() slog.Value {
 //
 // Errors are *Error: OAUTH_INVALID_GRANT (401, or a 4xx naming an OAuth
 // error such as invalid_client, unauthorized_client or invalid_grant),
-// OAUTH_EXCHANGE_FAILED (retries spent, a 4xx without an OAuth error, or ctx
-// ended — then errors.Is finds the context error), UPSTREAM_INVALID_RESPONSE
+// OAUTH_EXCHANGE_FAILED (retries spent, a 4xx without an OAuth error, the
+// login host's circuit breaker open — then errors.Is finds ErrCircuitOpen —
+// or ctx ended — then errors.Is finds the context error), UPSTREAM_INVALID_RESPONSE
 // (200 without access_token, expires_in ≤ 0, non-JSON, over MaxBodyBytes,
 // 3xx) and INVALID_REQUEST (incomplete creds or a zero Region).
 func (c *LoginClient) Exchange(ctx context.Context, region regions.Region, creds *Credentials) (_ Token, err error) {
@@ -203,7 +214,7 @@ func (c *LoginClient) Exchange(ctx context.Context, region regions.Region, creds
 		req.Header.Set("Accept", "application/json")
 		return req, nil
 	}
-	o, err := c.retry.run(ctx, creds.Tenant, func(ctx context.Context) *outcome {
+	o, err := c.retry.run(ctx, creds.Tenant, hostKey(base), func(ctx context.Context) *outcome {
 		o := c.req.do(ctx, build)
 		o.verdict = c.classify(o)
 		return o

@@ -31,16 +31,22 @@ const (
 )
 
 func newPipelineFixture(t *testing.T) *pipelineFixture {
+	return newPipelineFixtureWith(t, BreakerConfig{})
+}
+
+// newPipelineFixtureWith builds the fixture with both clients' breakers
+// configured by bc.
+func newPipelineFixtureWith(t *testing.T, bc BreakerConfig) *pipelineFixture {
 	f := &pipelineFixture{ts: newFakeTenantService(t), login: newFakeLogin(t), logs: &logCapture{}}
 	f.ts.SetCredentials("acme", upstreamtest.Credentials{ClientID: pipeID, ClientSecret: pipeSecret, Region: "eu-west-1"})
 	f.login.AddClient(pipeID, pipeSecret)
 	f.counts = &bodyCounter{base: loopbackTransport(t)}
 	hc := &http.Client{Transport: f.counts}
 	tenants := newTenantClient(t, f.ts.URL(), func(c *TenantClientConfig) {
-		c.HTTPClient, c.Logger, c.Timeout = hc, f.logs.logger(), testTimeout
+		c.HTTPClient, c.Logger, c.Timeout, c.Breaker = hc, f.logs.logger(), testTimeout, bc
 	})
 	login := newLoginClient(t, f.login.URL(), func(c *LoginClientConfig) {
-		c.HTTPClient, c.Logger, c.Timeout = hc, f.logs.logger(), testTimeout
+		c.HTTPClient, c.Logger, c.Timeout, c.Breaker = hc, f.logs.logger(), testTimeout, bc
 	})
 	f.p = &Pipeline{Tenants: tenants, Login: login}
 	return f
@@ -182,7 +188,10 @@ func TestEveryResponseBodyIsClosed(t *testing.T) {
 // ID, the secret, the Basic string and every access token.
 func TestSecretsNeverLeak(t *testing.T) {
 	t.Parallel()
-	f := newPipelineFixture(t)
+	// Breakers off: every scenario must reach the fakes, and the failing
+	// ones in a row would open them. TestBreakerLogsNoSecrets covers the
+	// breakers' own lines.
+	f := newPipelineFixtureWith(t, BreakerConfig{FailureThreshold: -1})
 	const leakyToken = "tok-LEAKY-5e0c"
 	slow := upstreamtest.Step{Delay: 4 * testTimeout}
 	rateLimitEcho := upstreamtest.RateLimitStep()

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/failsafe-go/failsafe-go"
+	"github.com/failsafe-go/failsafe-go/circuitbreaker"
 	"github.com/failsafe-go/failsafe-go/retrypolicy"
 )
 
@@ -51,6 +52,10 @@ type verdict struct {
 	oauthError string
 	// cause becomes Error.Err; its text must be free of secrets.
 	cause error
+	// hostFault: the host failed (5xx, 408, timeout, network or TLS error),
+	// rather than answering this request. Only such attempts count against
+	// the host's circuit breaker.
+	hostFault bool
 }
 
 // retrier runs one logical upstream call as attempts under a failsafe-go
@@ -66,6 +71,7 @@ type retrier struct {
 	maxRetryAfter time.Duration
 	log           *slog.Logger
 	tel           *telemetry
+	breakers      *breakers // nil: no circuit breakers
 	now           func() time.Time
 	rand          func() float64 // in [0,1)
 }
@@ -81,6 +87,7 @@ type retrySettings struct {
 	logger                     *slog.Logger
 	// telemetry records attempts and retries; nil means none.
 	telemetry *telemetry
+	breaker   BreakerConfig
 }
 
 func newRetrier(upstream string, exhausted Code, s retrySettings) (retrier, error) {
@@ -120,6 +127,11 @@ func newRetrier(upstream string, exhausted Code, s retrySettings) (retrier, erro
 	if r.maxRetryAfter < 0 {
 		return retrier{}, fmt.Errorf("upstream %s: negative MaxRetryAfter", upstream)
 	}
+	b, err := newBreakers(upstream, s.breaker, r.log, r.tel)
+	if err != nil {
+		return retrier{}, err
+	}
+	r.breakers = b
 	return r, nil
 }
 
@@ -130,25 +142,37 @@ func orDefault(d, def time.Duration) time.Duration {
 	return d
 }
 
-// run makes attempts until one succeeds, one fails for good, or the retries
-// are spent. attempt must return a non-nil outcome whose body is already read
+// run makes attempts to host until one succeeds, one fails for good, or the
+// retries are spent. host (see hostKey) selects the circuit breaker: each
+// attempt passes through it, inside the retry policy, so that it counts
+// every attempt and an open breaker ends the call at once. attempt must return a non-nil outcome whose body is already read
 // and closed and whose verdict is set; because every body is consumed inside
 // its attempt, no retried response is ever left open (the failsafehttp trap).
 //
 // On success run returns the successful outcome; the caller parses its body
 // and must wipe it. Every other outcome's body is wiped here. On failure the
 // error is an *Error. When ctx ends first the *Error wraps ctx.Err(), so
-// errors.Is(err, context.Canceled / context.DeadlineExceeded) holds.
-func (r *retrier) run(ctx context.Context, tenant string, attempt func(context.Context) *outcome) (*outcome, error) {
+// errors.Is(err, context.Canceled / context.DeadlineExceeded) holds; when the
+// breaker refused, errors.Is(err, ErrCircuitOpen) does.
+func (r *retrier) run(ctx context.Context, tenant, host string, attempt func(context.Context) *outcome) (*outcome, error) {
 	var seen []*outcome // every attempt's outcome, in order; failsafe calls us sequentially
+	cb := r.breakers.forHost(host)
 
 	policy := retrypolicy.NewBuilder[*outcome]().
 		HandleIf(func(o *outcome, err error) bool { return err != nil || o == nil || !o.verdict.ok }).
 		// A Retry-After beyond the cap ends the call at once: waiting less
 		// than the server asked would be retrying early, waiting longer would
 		// hold the caller too long. The hint travels in the error instead.
-		AbortIf(func(o *outcome, _ error) bool {
-			return o != nil && !o.verdict.ok && (!o.verdict.retry || o.verdict.retryAfter > r.maxRetryAfter)
+		//
+		// An open breaker ends it too: retrying circuitbreaker.ErrOpen would
+		// only wait out a backoff to be refused again, and so would retrying
+		// the failure that just opened the breaker.
+		AbortIf(func(o *outcome, err error) bool {
+			if errors.Is(err, circuitbreaker.ErrOpen) {
+				return true
+			}
+			return o != nil && !o.verdict.ok &&
+				(!o.verdict.retry || o.verdict.retryAfter > r.maxRetryAfter || (cb != nil && cb.IsOpen()))
 		}).
 		WithMaxRetries(r.maxRetries).
 		// No builder jitter: failsafe-go adds it on top of the delay function,
@@ -175,7 +199,11 @@ func (r *retrier) run(ctx context.Context, tenant string, attempt func(context.C
 		}).
 		Build()
 
-	final, err := failsafe.With[*outcome](policy).WithContext(ctx).
+	policies := []failsafe.Policy[*outcome]{policy}
+	if cb != nil {
+		policies = append(policies, cb) // inside the retry: one count per attempt
+	}
+	final, err := failsafe.With(policies...).WithContext(ctx).
 		GetWithExecution(func(exec failsafe.Execution[*outcome]) (*outcome, error) {
 			start := time.Now()
 			o := attempt(exec.Context())
@@ -196,20 +224,32 @@ func (r *retrier) run(ctx context.Context, tenant string, attempt func(context.C
 		last = seen[len(seen)-1]
 	}
 	switch {
+	case errors.Is(err, circuitbreaker.ErrOpen):
+		r.tel.rejected(ctx, host)
+		e := r.failure(last, len(seen), fmt.Errorf("%w for %s", ErrCircuitOpen, host))
+		e.RetryAfterHint = max(e.RetryAfterHint, openHint(cb))
+		return nil, e
 	case err != nil:
-		// Only the caller's context ends an execution with an error here.
+		// Otherwise only the caller's context ends an execution with an error.
 		return nil, r.failure(last, len(seen), err)
 	case final == nil:
 		return nil, r.failure(last, len(seen), errors.New("no attempt was made"))
 	case final.verdict.ok:
 		return final, nil
 	default:
-		return nil, r.failure(final, len(seen), nil)
+		e := r.failure(final, len(seen), nil)
+		if cb != nil && e.Code == r.exhausted && cb.IsOpen() {
+			// The breaker opened on this call or meanwhile: asking again
+			// before it half-opens would only be refused.
+			e.RetryAfterHint = max(e.RetryAfterHint, openHint(cb))
+		}
+		return nil, e
 	}
 }
 
 // failure builds the call's error from its last outcome. stop is the error
-// that ended the execution early (the caller's context), or nil.
+// that ended the execution early (the caller's context or an open breaker),
+// or nil.
 func (r *retrier) failure(last *outcome, attempts int, stop error) *Error {
 	e := &Error{Code: r.exhausted, Upstream: r.upstream, Attempts: attempts}
 	if last != nil {
@@ -231,8 +271,9 @@ func (r *retrier) failure(last *outcome, attempts int, stop error) *Error {
 		}
 	}
 	if stop != nil {
-		// The caller gave up: whatever the last attempt said, the code is the
-		// "unavailable" one, and the context error is what errors.Is finds.
+		// The caller gave up or the breaker refused: whatever the last attempt
+		// said, the code is the "unavailable" one, and stop is what errors.Is
+		// finds.
 		e.Code = r.exhausted
 		e.Err = stop
 	}
@@ -326,21 +367,21 @@ func (r *retrier) transientVerdict(o *outcome) (verdict, bool) {
 	case o.err != nil && errors.Is(o.err, errBodyTooLarge):
 		return verdict{code: CodeUpstreamInvalidResponse, reason: "body too large", cause: errBodyTooLarge}, true
 	case o.err != nil && errors.Is(o.err, ErrAttemptTimeout):
-		return verdict{retry: true, reason: "timeout", cause: o.err}, true
+		return verdict{retry: true, hostFault: true, reason: "timeout", cause: o.err}, true
 	case o.err != nil && (errors.Is(o.err, context.Canceled) || errors.Is(o.err, context.DeadlineExceeded)):
 		// The caller's context: failsafe-go stops on it before this matters.
 		return verdict{reason: "canceled", code: r.exhausted, cause: o.err}, true
 	case o.err != nil && isCertificateError(o.err):
 		// A TLS trust failure will not heal by retrying within seconds.
-		return verdict{code: r.exhausted, reason: "tls", cause: o.err}, true
+		return verdict{code: r.exhausted, hostFault: true, reason: "tls", cause: o.err}, true
 	case o.err != nil:
-		return verdict{retry: true, reason: "network error", cause: o.err}, true
+		return verdict{retry: true, hostFault: true, reason: "network error", cause: o.err}, true
 	case o.status == http.StatusTooManyRequests:
 		return verdict{retry: true, rateLimited: true, reason: "HTTP 429", retryAfter: retryAfter(o.header, r.now())}, true
 	case o.status == http.StatusRequestTimeout:
-		return verdict{retry: true, reason: "HTTP 408", retryAfter: retryAfter(o.header, r.now())}, true
+		return verdict{retry: true, hostFault: true, reason: "HTTP 408", retryAfter: retryAfter(o.header, r.now())}, true
 	case o.status >= 500:
-		return verdict{retry: true, reason: "HTTP " + strconv.Itoa(o.status), retryAfter: retryAfter(o.header, r.now())}, true
+		return verdict{retry: true, hostFault: true, reason: "HTTP " + strconv.Itoa(o.status), retryAfter: retryAfter(o.header, r.now())}, true
 	}
 	return verdict{}, false
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/failsafe-go/failsafe-go/circuitbreaker"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -32,6 +33,8 @@ const (
 	attrOutcome  = attribute.Key("outcome")
 	attrReason   = attribute.Key("reason")
 	attrTenant   = attribute.Key("tenant")
+	attrHost     = attribute.Key("host")
+	attrState    = attribute.Key("state")
 )
 
 // Span attribute keys.
@@ -41,6 +44,7 @@ const (
 	spanAttrProvider = attribute.Key("token_sidecar.provider")
 	spanAttrRegion   = attribute.Key("token_sidecar.region")
 	spanAttrAttempts = attribute.Key("token_sidecar.upstream.attempts")
+	spanAttrHost     = attribute.Key("token_sidecar.upstream.host")
 )
 
 // outcomeOK is the outcome of a successful call or attempt.
@@ -73,6 +77,10 @@ type telemetry struct {
 	requestDuration metric.Float64Histogram
 	attemptDuration metric.Float64Histogram
 	retries         metric.Int64Counter
+
+	circuitStateGauge  metric.Int64Gauge
+	circuitTransitions metric.Int64Counter
+	circuitRejected    metric.Int64Counter
 }
 
 func newTelemetry(upstream, callSpan string, cfg telemetryConfig) (*telemetry, error) {
@@ -85,7 +93,7 @@ func newTelemetry(upstream, callSpan string, cfg telemetryConfig) (*telemetry, e
 	}
 	m := mp.Meter(instrumentationName)
 	t := &telemetry{upstream: upstream, callSpan: callSpan, tracer: tp.Tracer(instrumentationName), tenantLabel: cfg.tenantLabel}
-	var errs [4]error
+	var errs [7]error
 	t.requests, errs[0] = m.Int64Counter("token_sidecar.upstream.requests",
 		metric.WithUnit("{request}"),
 		metric.WithDescription("Calls to an upstream, retries included, by upstream and outcome (ok or the contract error code)."))
@@ -100,6 +108,15 @@ func newTelemetry(upstream, callSpan string, cfg telemetryConfig) (*telemetry, e
 	t.retries, errs[3] = m.Int64Counter("token_sidecar.upstream.retries",
 		metric.WithUnit("{retry}"),
 		metric.WithDescription("Retries scheduled after a transient failure, by upstream and reason."))
+	t.circuitStateGauge, errs[4] = m.Int64Gauge("token_sidecar.upstream.circuit.state",
+		metric.WithUnit("{state}"),
+		metric.WithDescription("State of the circuit breaker of an upstream host: 0 closed, 1 half-open, 2 open."))
+	t.circuitTransitions, errs[5] = m.Int64Counter("token_sidecar.upstream.circuit.transitions",
+		metric.WithUnit("{transition}"),
+		metric.WithDescription("State changes of the circuit breaker of an upstream host, by the state entered (closed, half-open, open)."))
+	t.circuitRejected, errs[6] = m.Int64Counter("token_sidecar.upstream.circuit.rejected",
+		metric.WithUnit("{call}"),
+		metric.WithDescription("Calls refused without an attempt because the circuit breaker of the upstream host was open."))
 	if err := errors.Join(errs[:]...); err != nil {
 		return nil, err
 	}
@@ -196,6 +213,41 @@ func (t *telemetry) retry(ctx context.Context, tenant string, o *outcome, attemp
 			attrs = append(attrs, semconv.HTTPResponseStatusCode(o.status))
 		}
 		span.AddEvent("retry", trace.WithAttributes(attrs...))
+	}
+}
+
+// circuitStateValue orders the states by severity, so that an alert can
+// test "== 2" for open and a graph reads naturally.
+func circuitStateValue(s circuitbreaker.State) int64 {
+	switch s {
+	case circuitbreaker.OpenState:
+		return 2
+	case circuitbreaker.HalfOpenState:
+		return 1
+	}
+	return 0
+}
+
+// circuitState records that host's breaker entered state s; the first
+// record for a host (closed, at creation) is not a transition.
+func (t *telemetry) circuitState(host string, s circuitbreaker.State) {
+	ctx := context.Background()
+	set := attribute.NewSet(attrUpstream.String(t.upstream), attrHost.String(host))
+	t.circuitStateGauge.Record(ctx, circuitStateValue(s), metric.WithAttributeSet(set))
+}
+
+// circuitTransition counts host's breaker entering state s.
+func (t *telemetry) circuitTransition(host string, s circuitbreaker.State) {
+	t.circuitTransitions.Add(context.Background(), 1, metric.WithAttributes(
+		attrUpstream.String(t.upstream), attrHost.String(host), attrState.String(s.String())))
+}
+
+// rejected counts a call refused by host's open breaker and marks the
+// call's span (the span in ctx).
+func (t *telemetry) rejected(ctx context.Context, host string) {
+	t.circuitRejected.Add(ctx, 1, metric.WithAttributes(attrUpstream.String(t.upstream), attrHost.String(host)))
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		span.AddEvent("circuit_open", trace.WithAttributes(spanAttrHost.String(host)))
 	}
 }
 

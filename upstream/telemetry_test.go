@@ -48,8 +48,15 @@ func newTelemetryFixture(t *testing.T, tenantLabel bool) *telemetryFixture {
 // metrics reads the counters and histogram counts as "name{k=v,…}" → value.
 func (f *telemetryFixture) metrics(t *testing.T) map[string]float64 {
 	t.Helper()
+	return collectMetrics(t, f.reader)
+}
+
+// collectMetrics reads the counters, gauges and histogram counts of reader
+// as "name{k=v,…}" → value.
+func collectMetrics(t *testing.T, reader *sdkmetric.ManualReader) map[string]float64 {
+	t.Helper()
 	var rm metricdata.ResourceMetrics
-	if err := f.reader.Collect(context.Background(), &rm); err != nil {
+	if err := reader.Collect(context.Background(), &rm); err != nil {
 		t.Fatal(err)
 	}
 	out := map[string]float64{}
@@ -67,6 +74,10 @@ func (f *telemetryFixture) metrics(t *testing.T) map[string]float64 {
 			case metricdata.Sum[int64]:
 				for _, p := range d.DataPoints {
 					out[key(m.Name, p.Attributes)] += float64(p.Value)
+				}
+			case metricdata.Gauge[int64]:
+				for _, p := range d.DataPoints {
+					out[key(m.Name, p.Attributes)] = float64(p.Value)
 				}
 			case metricdata.Histogram[float64]:
 				for _, p := range d.DataPoints {

@@ -49,6 +49,11 @@ type TenantClientConfig struct {
 	// A longer Retry-After ends the call at once with the server's value in
 	// Error.RetryAfterHint, rather than retrying earlier than asked.
 	MaxRetryAfter time.Duration
+	// Breaker configures the circuit breaker of the Tenant Service host; the
+	// zero value means the defaults (open after 5 failures of the last 10
+	// attempts, for 10 s, then 2 probes). An open breaker fails calls at once
+	// with TENANT_SERVICE_UNAVAILABLE.
+	Breaker BreakerConfig
 	// HTTPClient sends the requests; nil means a client over a clone of
 	// http.DefaultTransport, which honours HTTPS_PROXY, HTTP_PROXY and
 	// NO_PROXY. The client is copied and redirects are never followed.
@@ -80,11 +85,13 @@ func (cfg TenantClientConfig) telemetry() telemetryConfig {
 
 // TenantClient fetches a tenant's credentials from the Tenant Service:
 // GET {base}/tenants/{tenant}/credentials/{provider}. It retries 5xx, 408,
-// 429, timeouts and network errors, never any other 4xx.
+// 429, timeouts and network errors, never any other 4xx, and stops calling
+// while the Tenant Service host's circuit breaker is open.
 //
 // A TenantClient is safe for concurrent use; it holds no per-call state.
 type TenantClient struct {
 	base        *url.URL
+	host        string // hostKey(base): the breaker's key
 	serviceName string
 	req         requester
 	retry       retrier
@@ -116,6 +123,7 @@ func NewTenantClient(cfg TenantClientConfig) (*TenantClient, error) {
 		maxRetryAfter: cfg.MaxRetryAfter,
 		logger:        cfg.Logger,
 		telemetry:     tel,
+		breaker:       cfg.Breaker,
 	})
 	if err != nil {
 		return nil, err
@@ -126,6 +134,7 @@ func NewTenantClient(cfg TenantClientConfig) (*TenantClient, error) {
 	}
 	return &TenantClient{
 		base:        base,
+		host:        hostKey(base),
 		serviceName: name,
 		req:         requester{client: newHTTPClient(cfg.HTTPClient, cfg.telemetry(), "/tenants/{tenant}/credentials/{provider}"), timeout: orDefault(cfg.Timeout, defaultTenantTimeout)},
 		retry:       r,
@@ -138,8 +147,9 @@ func NewTenantClient(cfg TenantClientConfig) (*TenantClient, error) {
 //
 // Errors are *Error: CREDENTIALS_NOT_FOUND (404), INVALID_REQUEST (400, or a
 // tenant that cannot form a path segment), TENANT_SERVICE_UNAVAILABLE
-// (retries spent, 401/403 and other 4xx, or ctx ended — then errors.Is finds
-// the context error) and UPSTREAM_INVALID_RESPONSE (unparseable or
+// (retries spent, 401/403 and other 4xx, the circuit breaker open — then
+// errors.Is finds ErrCircuitOpen — or ctx ended — then errors.Is finds the
+// context error) and UPSTREAM_INVALID_RESPONSE (unparseable or
 // incomplete 200, over MaxBodyBytes, 3xx).
 func (c *TenantClient) GenesysCredentials(ctx context.Context, tenant string) (_ *Credentials, err error) {
 	ctx, call := c.retry.tel.begin(ctx, tenant, spanAttrProvider.String(ProviderGenesys))
@@ -257,7 +267,7 @@ func (c *TenantClient) fetch(ctx context.Context, tenant, provider string) (*out
 		req.Header.Set("Accept", "application/json")
 		return req, nil
 	}
-	o, err := c.retry.run(ctx, tenant, func(ctx context.Context) *outcome {
+	o, err := c.retry.run(ctx, tenant, c.host, func(ctx context.Context) *outcome {
 		o := c.req.do(ctx, build)
 		o.verdict = c.classify(o)
 		return o

@@ -1,0 +1,187 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/failsafe-go/failsafe-go/circuitbreaker"
+)
+
+// Breaker defaults; BreakerConfig documents them.
+const (
+	defaultBreakerFailureThreshold = 5
+	defaultBreakerOpenDuration     = 10 * time.Second
+	defaultBreakerHalfOpenProbes   = 2
+)
+
+// ErrCircuitOpen is the cause (Error.Err, found by errors.Is) of a call that
+// was refused without an attempt because the circuit breaker of the
+// upstream host was open.
+var ErrCircuitOpen = errors.New("circuit breaker open")
+
+// BreakerConfig configures the circuit breakers of a client: one per
+// upstream host (the scheme and host:port an attempt goes to), so that one
+// Genesys region's login host failing never blocks another region. Every
+// zero value means the documented default.
+//
+// A breaker counts each attempt, retries included. Only failures of the host
+// count against it: 5xx, 408, attempt timeouts, network and TLS errors. A
+// 4xx is the host's verdict on one request (a tenant's 400 invalid_client or
+// 404) and counts as a success, and so do 429 and Genesys's rate-limit 400 —
+// the host protecting itself per client, which its Retry-After already
+// handles — and an attempt cut short by the caller's context, which says
+// nothing about the host.
+//
+// An open breaker fails calls at once, without an HTTP attempt and without
+// retrying, with the upstream's "unavailable" code and ErrCircuitOpen; the
+// Error's RetryAfterHint is the time left until it half-opens (at least 1 s).
+type BreakerConfig struct {
+	// FailureThreshold is how many host failures among the host's last
+	// Window attempts open its breaker; 0 means 5. A negative value turns
+	// the breakers off.
+	FailureThreshold int
+	// Window is the number of most recent attempts to a host that
+	// FailureThreshold is counted over; 0 means twice FailureThreshold (10
+	// by default). It must not be smaller than FailureThreshold.
+	Window int
+	// OpenDuration is how long an open breaker refuses calls before it
+	// half-opens; 0 means 10 s.
+	OpenDuration time.Duration
+	// HalfOpenProbes is how many attempts a half-open breaker lets through:
+	// when all of them succeed it closes, at the first host failure it opens
+	// again for OpenDuration. Calls beyond the probes are refused as while
+	// open. 0 means 2.
+	HalfOpenProbes int
+}
+
+// breakers holds one circuit breaker per upstream host of a client. The set
+// of hosts is small by construction — the Tenant Service's one host, and the
+// login hosts of the region catalogue or the one override — so the map is
+// never pruned. It is safe for concurrent use.
+type breakers struct {
+	upstream       string
+	threshold      uint
+	window         uint
+	openDuration   time.Duration
+	halfOpenProbes uint
+	log            *slog.Logger
+	tel            *telemetry
+
+	mu     sync.Mutex
+	byHost map[string]circuitbreaker.CircuitBreaker[*outcome]
+}
+
+// newBreakers applies cfg's defaults; it returns nil, meaning no breakers,
+// when cfg turns them off.
+func newBreakers(upstream string, cfg BreakerConfig, log *slog.Logger, tel *telemetry) (*breakers, error) {
+	if cfg.FailureThreshold < 0 {
+		return nil, nil
+	}
+	threshold := cfg.FailureThreshold
+	if threshold == 0 {
+		threshold = defaultBreakerFailureThreshold
+	}
+	window := cfg.Window
+	if window == 0 {
+		window = 2 * threshold
+	}
+	probes := cfg.HalfOpenProbes
+	if probes == 0 {
+		probes = defaultBreakerHalfOpenProbes
+	}
+	switch {
+	case window < threshold:
+		return nil, fmt.Errorf("upstream %s: breaker Window %d is smaller than FailureThreshold %d", upstream, window, threshold)
+	case probes < 0:
+		return nil, fmt.Errorf("upstream %s: negative breaker HalfOpenProbes", upstream)
+	case cfg.OpenDuration < 0:
+		return nil, fmt.Errorf("upstream %s: negative breaker OpenDuration", upstream)
+	}
+	return &breakers{
+		upstream:       upstream,
+		threshold:      uint(threshold),
+		window:         uint(window),
+		openDuration:   orDefault(cfg.OpenDuration, defaultBreakerOpenDuration),
+		halfOpenProbes: uint(probes),
+		log:            log,
+		tel:            tel,
+		byHost:         map[string]circuitbreaker.CircuitBreaker[*outcome]{},
+	}, nil
+}
+
+// hostKey names the host a URL points at: scheme and host:port, lower case.
+// It is the key of the host's breaker and its "host" label.
+func hostKey(u *url.URL) string {
+	return strings.ToLower(u.Scheme + "://" + u.Host)
+}
+
+// forHost returns host's breaker, creating it closed on first use; nil when
+// b is nil (breakers off).
+func (b *breakers) forHost(host string) circuitbreaker.CircuitBreaker[*outcome] {
+	if b == nil {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if cb, ok := b.byHost[host]; ok {
+		return cb
+	}
+	cb := circuitbreaker.NewBuilder[*outcome]().
+		// failsafe-go counts only errors unless told otherwise; our attempts
+		// return their HTTP answer as a result, never an error.
+		HandleIf(func(o *outcome, _ error) bool { return o != nil && o.verdict.hostFault }).
+		WithFailureThresholdRatio(b.threshold, b.window).
+		WithSuccessThreshold(b.halfOpenProbes).
+		WithDelay(b.openDuration).
+		OnStateChanged(func(e circuitbreaker.StateChangedEvent) { b.changed(host, e) }).
+		Build()
+	b.byHost[host] = cb
+	b.tel.circuitState(host, circuitbreaker.ClosedState)
+	return cb
+}
+
+// changed logs and records a state change. failsafe-go calls it outside the
+// breaker's lock, from the goroutine whose attempt caused the change.
+func (b *breakers) changed(host string, e circuitbreaker.StateChangedEvent) {
+	b.tel.circuitState(host, e.NewState)
+	b.tel.circuitTransition(host, e.NewState)
+	attrs := []slog.Attr{
+		slog.String("upstream", b.upstream),
+		slog.String("host", host),
+		slog.String("from", e.OldState.String()),
+	}
+	level, msg := slog.LevelInfo, ""
+	switch e.NewState {
+	case circuitbreaker.OpenState:
+		level, msg = slog.LevelWarn, "circuit breaker opened: calls to the host are refused"
+		m := e.Metrics()
+		attrs = append(attrs, slog.Int("failures", int(m.Failures())), slog.Int("attempts", int(m.Executions())),
+			slog.Duration("open_for", b.openDuration))
+	case circuitbreaker.HalfOpenState:
+		msg = "circuit breaker half-open: probing the host"
+		attrs = append(attrs, slog.Int("probes", int(b.halfOpenProbes)))
+	default:
+		msg = "circuit breaker closed: the host answers again"
+	}
+	ctx := e.Context()
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	b.log.LogAttrs(ctx, level, msg, attrs...)
+}
+
+// openHint is how long a caller refused by cb should wait: the time left
+// until cb half-opens, rounded up to whole seconds and at least 1 s (a
+// half-open breaker whose probes are taken has no time left, but the probes
+// need a moment).
+func openHint(cb circuitbreaker.CircuitBreaker[*outcome]) time.Duration {
+	d := cb.RemainingDelay()
+	d = (d + time.Second - 1).Truncate(time.Second)
+	return max(d, time.Second)
+}

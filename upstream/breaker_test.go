@@ -1,0 +1,478 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/failsafe-go/failsafe-go/circuitbreaker"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+
+	"github.com/token-sidecar/token-sidecar/regions"
+	"github.com/token-sidecar/token-sidecar/upstream/upstreamtest"
+)
+
+// failsafe-go's breaker reads the wall clock and takes no other, so the
+// half-open tests use short open durations rather than an injected clock.
+const shortOpen = 150 * time.Millisecond
+
+func s503() upstreamtest.Step { return upstreamtest.Step{Status: http.StatusServiceUnavailable} }
+
+func repeat(st upstreamtest.Step, n int) []upstreamtest.Step {
+	out := make([]upstreamtest.Step, n)
+	for i := range out {
+		out[i] = st
+	}
+	return out
+}
+
+func region(t *testing.T, name string) regions.Region {
+	t.Helper()
+	r, err := regions.Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// routedClient sends every request for a host of routes to that base URL
+// instead, so that the real region login hosts (login.mypurecloud.ie …) can
+// be fakes on loopback. The request URL the client built, and so the
+// breaker's key, is untouched.
+func routedClient(t *testing.T, routes map[string]string) *http.Client {
+	base := loopbackTransport(t)
+	return &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		target, ok := routes[r.URL.Host]
+		if !ok {
+			return nil, fmt.Errorf("test: no route for %s", r.URL.Host)
+		}
+		u, err := url.Parse(target)
+		if err != nil {
+			return nil, err
+		}
+		r = r.Clone(r.Context())
+		r.URL.Scheme, r.URL.Host, r.Host = u.Scheme, u.Host, u.Host
+		return base.RoundTrip(r)
+	})}
+}
+
+// loginBreaker returns the breaker of host in c; nil if c has none.
+func loginBreaker(c *LoginClient, host string) circuitbreaker.CircuitBreaker[*outcome] {
+	return c.retry.breakers.forHost(host)
+}
+
+func TestBreakerOpensOnLoginFailuresAndAnswersAtOnce(t *testing.T) {
+	t.Parallel()
+	logs := &logCapture{}
+	l, c := newLoginFixture(t, func(cfg *LoginClientConfig) {
+		cfg.Logger = logs.logger()
+		// Slow backoff: a retry of the open breaker would show as a wait.
+		cfg.BackoffMin, cfg.BackoffMax = time.Second, time.Second
+		cfg.Breaker = BreakerConfig{FailureThreshold: 2, Window: 4, OpenDuration: 10 * time.Second}
+	})
+	l.Script(loginID, repeat(s503(), 10)...)
+
+	// The second 503 opens the breaker: the call ends there instead of
+	// waiting out a backoff for a third attempt that would be refused.
+	start := time.Now()
+	_, err := c.Exchange(context.Background(), euWest1(t), loginCreds())
+	e := asError(t, err, CodeOAuthExchangeFailed)
+	if e.Attempts != 2 || l.TotalCalls() != 2 || e.Status != http.StatusServiceUnavailable {
+		t.Fatalf("attempts %d, login calls %d, status %d; want 2, 2, 503", e.Attempts, l.TotalCalls(), e.Status)
+	}
+	if took := time.Since(start); took > 1500*time.Millisecond {
+		t.Errorf("the call that opened the breaker took %v: it waited for a retry", took)
+	}
+	if e.RetryAfterHint != 10*time.Second {
+		t.Errorf("RetryAfterHint %v, want the 10 s the breaker stays open", e.RetryAfterHint)
+	}
+
+	// Open: refused without an HTTP attempt and without a retry.
+	start = time.Now()
+	_, err = c.Exchange(context.Background(), euWest1(t), loginCreds())
+	took := time.Since(start)
+	e = asError(t, err, CodeOAuthExchangeFailed)
+	if !errors.Is(err, ErrCircuitOpen) {
+		t.Errorf("errors.Is(%v, ErrCircuitOpen) is false", err)
+	}
+	if l.TotalCalls() != 2 || e.Attempts != 0 || e.Status != 0 || e.Upstream != GenesysLogin {
+		t.Errorf("login calls %d, error %+v; want no attempt", l.TotalCalls(), e)
+	}
+	if took > 500*time.Millisecond {
+		t.Errorf("refusal took %v: the open breaker was retried", took)
+	}
+	if e.RetryAfterHint < 9*time.Second || e.RetryAfterHint > 10*time.Second || e.RetryAfterHint%time.Second != 0 {
+		t.Errorf("RetryAfterHint %v, want the time left open in whole seconds", e.RetryAfterHint)
+	}
+	if !strings.Contains(err.Error(), "circuit breaker open for "+hostKey(mustURL(t, l.URL()))) {
+		t.Errorf("error text %q does not name the host", err)
+	}
+	out := logs.String()
+	if n := strings.Count(out, "upstream attempt failed, retrying"); n != 1 {
+		t.Errorf("%d retries logged, want 1 (between the two 503s):\n%s", n, out)
+	}
+	if !strings.Contains(out, `"level":"WARN","msg":"circuit breaker opened`) ||
+		!strings.Contains(out, `"upstream":"genesys_login","host":"`+hostKey(mustURL(t, l.URL()))+`"`) {
+		t.Errorf("no warning with upstream and host for the opening:\n%s", out)
+	}
+}
+
+func mustURL(t *testing.T, raw string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+func TestBreakerOpensOnTenantServiceFailures(t *testing.T) {
+	t.Parallel()
+	ts := newFakeTenantService(t)
+	ts.SetCredentials("acme", acmeCreds)
+	c := newTenantClient(t, ts.URL(), func(cfg *TenantClientConfig) {
+		cfg.Timeout = testTimeout
+		cfg.MaxRetries = -1
+		cfg.Breaker = BreakerConfig{FailureThreshold: 3, Window: 3, OpenDuration: 10 * time.Second}
+	})
+	// Timeouts, a dropped connection and a 5xx all count.
+	ts.Script("acme", "genesys", upstreamtest.Step{Delay: 4 * testTimeout}, upstreamtest.Step{Drop: true}, upstreamtest.Step{Status: 502})
+	for i := range 3 {
+		_, err := c.GenesysCredentials(context.Background(), "acme")
+		if e := asError(t, err, CodeTenantServiceUnavailable); errors.Is(err, ErrCircuitOpen) || e.Attempts != 1 {
+			t.Fatalf("call %d: %v; want a failed attempt", i, err)
+		}
+	}
+	_, err := c.StaticToken(context.Background(), "acme", ProviderWhatsApp)
+	e := asError(t, err, CodeTenantServiceUnavailable)
+	if !errors.Is(err, ErrCircuitOpen) || e.Attempts != 0 || e.RetryAfterHint < time.Second {
+		t.Errorf("error %+v; want a refusal with a hint", e)
+	}
+	if n := ts.TotalCalls(); n != 3 {
+		t.Errorf("Tenant Service calls = %d, want 3", n)
+	}
+}
+
+// TestBreakerIgnoresClientErrors: a tenant's 4xx, 429 and the rate-limit
+// 400 are answers of a healthy host, even with a breaker that would open on
+// one failure.
+func TestBreakerIgnoresClientErrors(t *testing.T) {
+	t.Parallel()
+	hair := BreakerConfig{FailureThreshold: 1, Window: 1, OpenDuration: 10 * time.Second}
+
+	l, c := newLoginFixture(t, func(cfg *LoginClientConfig) { cfg.Breaker = hair })
+	unknown := &Credentials{Tenant: "ghost", ClientID: "nobody", ClientSecret: []byte("x"), Region: "eu-west-1"}
+	for range 3 {
+		_, err := c.Exchange(context.Background(), euWest1(t), unknown) // 400 invalid_client
+		asError(t, err, CodeOAuthInvalidGrant)
+	}
+	l.Script(loginID, upstreamtest.Step{Status: 401}, upstreamtest.Step{Status: 403},
+		upstreamtest.Step{Status: 429}, upstreamtest.Step{Status: 429}, upstreamtest.Step{Status: 429},
+		upstreamtest.RateLimitStep(), upstreamtest.RateLimitStep(), upstreamtest.RateLimitStep())
+	for range 4 {
+		_, err := c.Exchange(context.Background(), euWest1(t), loginCreds())
+		if errors.Is(err, ErrCircuitOpen) {
+			t.Fatalf("a 4xx opened the breaker: %v", err)
+		}
+	}
+	if n := l.TotalCalls(); n != 11 {
+		t.Errorf("login calls = %d, want 11 (3 unknown, 401, 403, 3×429, 3×rate limit)", n)
+	}
+	// The breaker is on: one 503 opens it.
+	l.Script(loginID, s503(), s503(), s503())
+	c.Exchange(context.Background(), euWest1(t), loginCreds())
+	if _, err := c.Exchange(context.Background(), euWest1(t), loginCreds()); !errors.Is(err, ErrCircuitOpen) {
+		t.Errorf("after a 503: %v; want the breaker open", err)
+	}
+
+	ts := newFakeTenantService(t)
+	tc := newTenantClient(t, ts.URL(), func(cfg *TenantClientConfig) { cfg.Breaker = hair })
+	ts.Script("acme", "genesys", upstreamtest.Step{Status: 400}, upstreamtest.Step{Status: 403})
+	for _, want := range []Code{CodeInvalidRequest, CodeTenantServiceUnavailable, CodeCredentialsNotFound, CodeCredentialsNotFound} {
+		_, err := tc.GenesysCredentials(context.Background(), "acme")
+		asError(t, err, want)
+		if errors.Is(err, ErrCircuitOpen) {
+			t.Fatalf("a 4xx opened the breaker: %v", err)
+		}
+	}
+	if n := ts.TotalCalls(); n != 4 {
+		t.Errorf("Tenant Service calls = %d, want 4", n)
+	}
+}
+
+// TestBreakerIsPerLoginHost: each region's login host has its own breaker;
+// with a BaseURL override every region goes to one host and shares it.
+func TestBreakerIsPerLoginHost(t *testing.T) {
+	t.Parallel()
+	ie, de := newFakeLogin(t), newFakeLogin(t)
+	for _, l := range []*upstreamtest.Login{ie, de} {
+		l.AddClient(loginID, loginSecret)
+	}
+	ie.Script(loginID, repeat(s503(), 20)...)
+	bc := BreakerConfig{FailureThreshold: 2, Window: 2, OpenDuration: 10 * time.Second}
+	c := newLoginClient(t, "", func(cfg *LoginClientConfig) {
+		cfg.HTTPClient = routedClient(t, map[string]string{"login.mypurecloud.ie": ie.URL(), "login.mypurecloud.de": de.URL()})
+		cfg.Breaker = bc
+	})
+
+	_, err := c.Exchange(context.Background(), euWest1(t), loginCreds())
+	asError(t, err, CodeOAuthExchangeFailed)
+	_, err = c.Exchange(context.Background(), euWest1(t), loginCreds())
+	if !errors.Is(err, ErrCircuitOpen) || !strings.Contains(err.Error(), "https://login.mypurecloud.ie") {
+		t.Fatalf("eu-west-1: %v; want its breaker open", err)
+	}
+	for range 3 {
+		if _, err := c.Exchange(context.Background(), region(t, "eu-central-1"), loginCreds()); err != nil {
+			t.Fatalf("eu-central-1 is blocked by eu-west-1's breaker: %v", err)
+		}
+	}
+	if ie.TotalCalls() != 2 || de.TotalCalls() != 3 {
+		t.Errorf("calls: ie %d, de %d; want 2, 3", ie.TotalCalls(), de.TotalCalls())
+	}
+	if s := loginBreaker(c, "https://login.mypurecloud.de").State(); s != circuitbreaker.ClosedState {
+		t.Errorf("de breaker %s, want closed", s)
+	}
+
+	// One override host for every region: one breaker.
+	shared := newLoginClient(t, ie.URL(), func(cfg *LoginClientConfig) { cfg.Breaker = bc })
+	shared.Exchange(context.Background(), euWest1(t), loginCreds())
+	if _, err := shared.Exchange(context.Background(), region(t, "eu-central-1"), loginCreds()); !errors.Is(err, ErrCircuitOpen) {
+		t.Errorf("override host: %v; want the shared breaker open", err)
+	}
+}
+
+func TestBreakerHalfOpensThenReopensOrCloses(t *testing.T) {
+	t.Parallel()
+	logs := &logCapture{}
+	l, c := newLoginFixture(t, func(cfg *LoginClientConfig) {
+		cfg.Logger = logs.logger()
+		cfg.MaxRetries = -1
+		cfg.Breaker = BreakerConfig{FailureThreshold: 2, Window: 2, OpenDuration: shortOpen, HalfOpenProbes: 2}
+	})
+	cb := loginBreaker(c, hostKey(mustURL(t, l.URL())))
+	exchange := func() error {
+		_, err := c.Exchange(context.Background(), euWest1(t), loginCreds())
+		return err
+	}
+	l.Script(loginID, s503(), s503())
+	exchange()
+	exchange()
+	if err := exchange(); !errors.Is(err, ErrCircuitOpen) || l.TotalCalls() != 2 {
+		t.Fatalf("%v after %d calls; want the breaker open", err, l.TotalCalls())
+	}
+
+	// After the open duration a probe goes through; its failure reopens.
+	time.Sleep(shortOpen + 50*time.Millisecond)
+	l.Script(loginID, s503())
+	if err := exchange(); errors.Is(err, ErrCircuitOpen) || l.TotalCalls() != 3 {
+		t.Fatalf("probe: %v after %d calls; want it to reach the host", err, l.TotalCalls())
+	}
+	if cb.State() != circuitbreaker.OpenState {
+		t.Fatalf("after a failed probe the breaker is %s, want open", cb.State())
+	}
+	if err := exchange(); !errors.Is(err, ErrCircuitOpen) || l.TotalCalls() != 3 {
+		t.Fatalf("%v after %d calls; want the breaker open again", err, l.TotalCalls())
+	}
+
+	// Half-open again: the two probes are let through, a third caller is
+	// refused with a hint of at least a second.
+	time.Sleep(shortOpen + 50*time.Millisecond)
+	l.Script(loginID, upstreamtest.Step{Delay: 300 * time.Millisecond}, upstreamtest.Step{Delay: 300 * time.Millisecond})
+	var wg sync.WaitGroup
+	probeErrs := make([]error, 2)
+	for i := range probeErrs {
+		wg.Go(func() { probeErrs[i] = exchange() })
+	}
+	for deadline := time.Now().Add(5 * time.Second); l.TotalCalls() < 5; {
+		if time.Now().After(deadline) {
+			t.Fatalf("probes did not arrive: %d calls", l.TotalCalls())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	err := exchange()
+	if e := asError(t, err, CodeOAuthExchangeFailed); !errors.Is(err, ErrCircuitOpen) || e.RetryAfterHint != time.Second {
+		t.Errorf("third caller while half-open: %v, hint %v; want a refusal with a 1 s hint", err, e.RetryAfterHint)
+	}
+	wg.Wait()
+	for _, err := range probeErrs {
+		if err != nil {
+			t.Fatalf("probe: %v", err)
+		}
+	}
+	if cb.State() != circuitbreaker.ClosedState {
+		t.Fatalf("after two good probes the breaker is %s, want closed", cb.State())
+	}
+	if err := exchange(); err != nil || l.TotalCalls() != 6 {
+		t.Fatalf("closed: %v after %d calls", err, l.TotalCalls())
+	}
+
+	out := logs.String()
+	for _, want := range []string{
+		`"level":"WARN","msg":"circuit breaker opened: calls to the host are refused","upstream":"genesys_login","host":"` + hostKey(mustURL(t, l.URL())) + `","from":"closed"`,
+		`"level":"INFO","msg":"circuit breaker half-open: probing the host"`,
+		`"level":"WARN","msg":"circuit breaker opened: calls to the host are refused","upstream":"genesys_login","host":"` + hostKey(mustURL(t, l.URL())) + `","from":"half-open"`,
+		`"level":"INFO","msg":"circuit breaker closed: the host answers again"`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("logs lack %s:\n%s", want, out)
+		}
+	}
+	assertNoSecrets(t, "logs", out, loginID, loginSecret)
+}
+
+// TestBreakerIgnoresCallerCancellation: a caller giving up says nothing
+// about the host.
+func TestBreakerIgnoresCallerCancellation(t *testing.T) {
+	t.Parallel()
+	l, c := newLoginFixture(t, func(cfg *LoginClientConfig) {
+		cfg.Breaker = BreakerConfig{FailureThreshold: 1, Window: 1, OpenDuration: 10 * time.Second}
+	})
+	l.Script(loginID, repeat(upstreamtest.Step{Delay: 5 * time.Second}, 3)...)
+	for range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		_, err := c.Exchange(ctx, euWest1(t), loginCreds())
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("%v; want the caller's deadline", err)
+		}
+	}
+	if _, err := c.Exchange(context.Background(), euWest1(t), loginCreds()); err != nil {
+		t.Fatalf("after cancelled calls: %v; want a token", err)
+	}
+}
+
+func TestBreakerOff(t *testing.T) {
+	t.Parallel()
+	l, c := newLoginFixture(t, func(cfg *LoginClientConfig) {
+		cfg.MaxRetries = -1
+		cfg.Breaker = BreakerConfig{FailureThreshold: -1}
+	})
+	l.Script(loginID, repeat(s503(), 20)...)
+	for range 20 {
+		if _, err := c.Exchange(context.Background(), euWest1(t), loginCreds()); errors.Is(err, ErrCircuitOpen) {
+			t.Fatal("a breaker that is off opened")
+		}
+	}
+	if n := l.TotalCalls(); n != 20 {
+		t.Errorf("login calls = %d, want 20", n)
+	}
+}
+
+func TestBreakerMetrics(t *testing.T) {
+	t.Parallel()
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	l, c := newLoginFixture(t, func(cfg *LoginClientConfig) {
+		cfg.MeterProvider = mp
+		cfg.MaxRetries = -1
+		cfg.Breaker = BreakerConfig{FailureThreshold: 1, Window: 1, OpenDuration: shortOpen, HalfOpenProbes: 1}
+	})
+	host := hostKey(mustURL(t, l.URL()))
+	attrs := "{host=" + host + ",upstream=genesys_login}"
+	exchange := func() error {
+		_, err := c.Exchange(context.Background(), euWest1(t), loginCreds())
+		return err
+	}
+	if err := exchange(); err != nil {
+		t.Fatal(err)
+	}
+	if got := collectMetrics(t, reader); got["token_sidecar.upstream.circuit.state"+attrs] != 0 {
+		t.Errorf("state %v, want 0 (closed)", got["token_sidecar.upstream.circuit.state"+attrs])
+	}
+	l.Script(loginID, s503())
+	exchange()
+	exchange()
+	exchange()
+	got := collectMetrics(t, reader)
+	for k, v := range map[string]float64{
+		"token_sidecar.upstream.circuit.state" + attrs:                                                    2,
+		"token_sidecar.upstream.circuit.rejected" + attrs:                                                 2,
+		"token_sidecar.upstream.circuit.transitions{host=" + host + ",state=open,upstream=genesys_login}": 1,
+	} {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v (all: %v)", k, got[k], v, keys(got))
+		}
+	}
+	time.Sleep(shortOpen + 50*time.Millisecond)
+	if err := exchange(); err != nil {
+		t.Fatal(err)
+	}
+	got = collectMetrics(t, reader)
+	for k, v := range map[string]float64{
+		"token_sidecar.upstream.circuit.state" + attrs:                                                         0,
+		"token_sidecar.upstream.circuit.transitions{host=" + host + ",state=half-open,upstream=genesys_login}": 1,
+		"token_sidecar.upstream.circuit.transitions{host=" + host + ",state=closed,upstream=genesys_login}":    1,
+	} {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v", k, got[k], v)
+		}
+	}
+}
+
+func TestBreakerConfigDefaultsAndValidation(t *testing.T) {
+	t.Parallel()
+	b, err := newBreakers("x", BreakerConfig{}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.threshold != 5 || b.window != 10 || b.openDuration != 10*time.Second || b.halfOpenProbes != 2 {
+		t.Errorf("defaults %+v", b)
+	}
+	if b, _ := newBreakers("x", BreakerConfig{FailureThreshold: 7}, nil, nil); b.window != 14 {
+		t.Errorf("window %d for threshold 7, want 14", b.window)
+	}
+	if b, err := newBreakers("x", BreakerConfig{FailureThreshold: -1}, nil, nil); b != nil || err != nil {
+		t.Errorf("negative threshold: %v %v; want no breakers", b, err)
+	}
+	for _, bad := range []BreakerConfig{
+		{FailureThreshold: 5, Window: 4},
+		{HalfOpenProbes: -1},
+		{OpenDuration: -time.Second},
+	} {
+		if _, err := NewLoginClient(LoginClientConfig{Breaker: bad}); err == nil {
+			t.Errorf("%+v accepted", bad)
+		}
+		if _, err := NewTenantClient(TenantClientConfig{BaseURL: "http://127.0.0.1:9", Breaker: bad}); err == nil {
+			t.Errorf("%+v accepted by the Tenant Service client", bad)
+		}
+	}
+}
+
+func TestBreakerCountsOnlyHostFaults(t *testing.T) {
+	t.Parallel()
+	r := testRetrier(t, 0.5)
+	c := &LoginClient{retry: r}
+	cases := []struct {
+		o    outcome
+		want bool
+	}{
+		{outcome{status: 500}, true},
+		{outcome{status: 503}, true},
+		{outcome{status: 408}, true},
+		{outcome{err: fmt.Errorf("x: %w", ErrAttemptTimeout)}, true},
+		{outcome{err: errors.New("connection refused")}, true},
+		{outcome{status: 200}, false},
+		{outcome{status: 400, body: []byte(`{"error":"invalid_client"}`)}, false},
+		{outcome{status: 400, body: []byte(`{"error":"invalid_request","description":"rate limit exceeded"}`)}, false},
+		{outcome{status: 401}, false},
+		{outcome{status: 404}, false},
+		{outcome{status: 429}, false},
+		{outcome{err: context.Canceled}, false},
+		{outcome{err: context.DeadlineExceeded}, false},
+		{outcome{status: 200, err: errBodyTooLarge}, false},
+	}
+	for _, tc := range cases {
+		if tc.o.header == nil {
+			tc.o.header = http.Header{}
+		}
+		if got := c.classify(&tc.o).hostFault; got != tc.want {
+			t.Errorf("status %d err %v: hostFault %v, want %v", tc.o.status, tc.o.err, got, tc.want)
+		}
+	}
+}

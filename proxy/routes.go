@@ -14,10 +14,12 @@ import (
 
 // tokenRoutes registers the token listener's routes on e. Middleware, outside
 // in: the request log (which also writes every error answer, so it can log
-// the status), panic recovery, and the X-Token-Request check when required.
-// They run for unknown paths too: without the header, every request is 403.
+// the status), telemetry (http.route for otelhttp's span and metric, and the
+// answer counter), panic recovery, and the X-Token-Request check when
+// required. They run for unknown paths too: without the header, every
+// request is 403.
 func tokenRoutes(e *echo.Echo, h *tokenHandlers, api *apiProxy, requireHeader bool) {
-	e.Use(requestLog(h.logger), recoverPanic(h.logger))
+	e.Use(requestLog(h.logger), observe(h.metrics), recoverPanic(h.logger))
 	if requireHeader {
 		e.Use(requireRequestHeader)
 	}
@@ -31,7 +33,7 @@ func tokenRoutes(e *echo.Echo, h *tokenHandlers, api *apiProxy, requireHeader bo
 // X-Token-Request check here: the callers are the kubelet and Prometheus,
 // and nothing here serves a token.
 func adminRoutes(e *echo.Echo, a *adminHandlers) {
-	e.Use(requestLog(a.logger), recoverPanic(a.logger))
+	e.Use(requestLog(a.logger), observe(nil), recoverPanic(a.logger))
 
 	getOrHead := []string{http.MethodGet, http.MethodHead}
 	e.Match(getOrHead, "/healthz", a.healthz)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/token-sidecar/token-sidecar/cache"
 )
@@ -37,8 +38,8 @@ const defaultRequestTimeout = 15 * time.Second
 // Config configures NewTokenHandler. Every field but Cache has a usable zero
 // value, stated with the field.
 //
-// Telemetry (tracer and meter providers, the http.route middleware) is meant
-// to be added here as further fields, with their zero value meaning "off".
+// Telemetry: MeterProvider turns on the answer counter; the http.route
+// middleware is always on and costs nothing without a recording span.
 // The /proxy/ API reverse proxy (api_proxy.go) is always on; APITransport is
 // where its outgoing calls can be traced and metered.
 type Config struct {
@@ -75,6 +76,17 @@ type Config struct {
 
 	// Logger receives the request log and panics. Nil means discard.
 	Logger *slog.Logger
+
+	// MeterProvider receives token_sidecar.token.requests, the answers by
+	// route, status and error code. Nil means no metrics. Tracing needs no
+	// field: cmd wraps the handler in otelhttp, and the route middleware
+	// names its spans.
+	MeterProvider metric.MeterProvider
+
+	// MetricsTenantLabel adds the tenant to token_sidecar.token.requests.
+	// False, the zero value, keeps the cardinality independent of the
+	// number of tenants.
+	MetricsTenantLabel bool
 
 	// Now is the clock that expires_in and expires_at are computed from.
 	// Nil means time.Now.
@@ -113,12 +125,17 @@ func NewTokenHandler(cfg Config) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	metrics, err := newRequestMetrics(cfg.MeterProvider, cfg.MetricsTenantLabel)
+	if err != nil {
+		return nil, err
+	}
 	h := &tokenHandlers{
 		cache:   cfg.Cache,
 		rules:   rules,
 		timeout: cfg.RequestTimeout,
 		now:     cfg.Now,
 		logger:  orDiscard(cfg.Logger),
+		metrics: metrics,
 		bufs:    sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }},
 		// Shared, never modified: assigning one of these to a header map
 		// saves the slice allocation http.Header.Set would make.
@@ -156,7 +173,8 @@ type tokenHandlers struct {
 	timeout time.Duration
 	now     func() time.Time
 	logger  *slog.Logger
-	bufs    sync.Pool // *[]byte for response bodies
+	metrics *requestMetrics // nil: no metrics
+	bufs    sync.Pool       // *[]byte for response bodies
 
 	hdrJSON, hdrNoStore, hdrNoCache []string
 }
@@ -191,7 +209,7 @@ func (h *tokenHandlers) serve(c echo.Context, refresh bool) error {
 		return &apiError{code: codeInternal, tenant: key.Tenant, provider: key.Provider,
 			err: errors.New("proxy: cache returned an empty access token without an error")}
 	}
-	if h.logger.Enabled(req.Context(), slog.LevelDebug) {
+	if h.logger.Enabled(req.Context(), slog.LevelDebug) || (h.metrics != nil && h.metrics.tenantLabel) {
 		c.Set(logTenantKey, key.Tenant)
 	}
 	return h.writeToken(c.Response(), tok)

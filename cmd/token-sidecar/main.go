@@ -11,9 +11,13 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
 )
 
 // version is stamped at build time (-ldflags "-X main.version=…").
@@ -22,6 +26,15 @@ var version = "dev"
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// The packages get their providers and propagator passed in; these
+	// globals are for code that looks them up anyway. OpenTelemetry reports
+	// export failures through its global error handler, whose default
+	// writes plain text: make them JSON lines like every other log line.
+	errLog := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		errLog.Warn("opentelemetry", "error", err.Error())
+	}))
+	otel.SetTextMapPropagator(propagation.TraceContext{})
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
 		// run has logged why, or the flag package has printed the usage.
 		os.Exit(1)

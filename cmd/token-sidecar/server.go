@@ -36,8 +36,27 @@ const demoRegion = "eu-west-1"
 // connections; tests use it to learn the ports of ":0" listeners.
 type listening func(tokenAddr, adminAddr string)
 
-// runWith is run, plus a hook called once both listeners are up.
-func runWith(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, ready listening) (err error) {
+// runOption changes how runWith runs, for tests.
+type runOption func(*runOptions)
+
+type runOptions struct {
+	// telemetry adds span processors and metric readers to the providers.
+	telemetry telemetryOptions
+	// inspectTelemetry sees the telemetry setup once it is built.
+	inspectTelemetry func(*telemetry)
+}
+
+// telemetryShutdownTimeout bounds the last export of spans and metrics at
+// exit, so that an unreachable collector cannot hold the process.
+const telemetryShutdownTimeout = 5 * time.Second
+
+// runWith is run, plus a hook called once both listeners are up and test
+// options.
+func runWith(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, ready listening, opts ...runOption) (err error) {
+	var o runOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	cfg, err := parseConfig(args, getenv, stderr)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
@@ -48,10 +67,27 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		slog.New(slog.NewJSONHandler(stderr, nil)).Error("invalid configuration", "error", err.Error())
 		return fmt.Errorf("invalid configuration: %w", err)
 	}
-	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	logger := slog.New(newTraceLogHandler(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel})))
 	defer func() {
 		if err != nil {
 			logger.Error("token-sidecar failed", "error", err.Error())
+		}
+	}()
+
+	tel, err := newTelemetry(ctx, getenv, logger, o.telemetry)
+	if err != nil {
+		return fmt.Errorf("telemetry: %w", err)
+	}
+	if o.inspectTelemetry != nil {
+		o.inspectTelemetry(tel)
+	}
+	// Deferred first, so it runs last: after the listeners and the cache
+	// have stopped, the spans of the last requests are flushed.
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), telemetryShutdownTimeout)
+		defer cancel()
+		if serr := tel.shutdown(sctx); serr != nil {
+			logger.Warn("telemetry did not flush at exit", "error", serr.Error())
 		}
 	}()
 
@@ -63,7 +99,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		cfg.GenesysAPIURL = demo.API.URL()
 	}
 
-	source, err := newPipeline(cfg, logger)
+	source, err := newPipeline(cfg, logger, tel)
 	if err != nil {
 		return err
 	}
@@ -76,8 +112,11 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		MinRefreshInterval: cfg.MinRefreshInterval,
 		// The shared fetch may outlive every caller; bound it by the longest
 		// the upstreams can take with all their retries, roughly.
-		FetchTimeout: 3*(cfg.TenantServiceTimeout+cfg.OAuthTimeout) + 30*time.Second,
-		Logger:       logger,
+		FetchTimeout:       3*(cfg.TenantServiceTimeout+cfg.OAuthTimeout) + 30*time.Second,
+		Logger:             logger,
+		MeterProvider:      tel.meter(),
+		TracerProvider:     tel.tracerProvider,
+		MetricsTenantLabel: cfg.MetricsTenantLabel,
 	})
 	if err != nil {
 		return err
@@ -92,14 +131,18 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		RequireRequestHeader: cfg.RequireRequestHeader,
 		RequestTimeout:       cfg.RequestTimeout,
 		Logger:               logger,
+		MeterProvider:        tel.meter(),
+		MetricsTenantLabel:   cfg.MetricsTenantLabel,
+		APITransport:         tel.wrapClientTransport(proxy.NewAPITransport(), "genesys_api"),
 	})
 	if err != nil {
 		return err
 	}
 	var isReady atomic.Bool
 	adminHandler := proxy.NewAdminHandler(proxy.AdminConfig{
-		Ready:  isReady.Load,
-		Logger: logger,
+		Ready:   isReady.Load,
+		Metrics: tel.metrics,
+		Logger:  logger,
 	})
 
 	// Listen before serving, so that a taken port fails the start at once.
@@ -112,8 +155,8 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		tokenLn.Close()
 		return fmt.Errorf("admin listener: %w", err)
 	}
-	tokenSrv := newHTTPServer(tokenHandler, cfg.RequestTimeout+writeTimeoutSlack, logger)
-	adminSrv := newHTTPServer(adminHandler, readTimeout, logger)
+	tokenSrv := newHTTPServer(tel.wrapHandler(tokenHandler, "token"), cfg.RequestTimeout+writeTimeoutSlack, logger)
+	adminSrv := newHTTPServer(tel.wrapHandler(adminHandler, "admin"), readTimeout, logger)
 
 	serveErr := make(chan error, 2)
 	serve := func(name string, srv *http.Server, ln net.Listener) {
@@ -125,7 +168,8 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	go serve("admin", adminSrv, adminLn)
 	isReady.Store(true)
 	logger.Info("token-sidecar started", "version", buildVersion(),
-		"token_addr", tokenLn.Addr().String(), "admin_addr", adminLn.Addr().String(), "demo", cfg.Demo)
+		"token_addr", tokenLn.Addr().String(), "admin_addr", adminLn.Addr().String(), "demo", cfg.Demo,
+		"telemetry_exporters", tel.exporters)
 	if cfg.Demo {
 		printDemoHelp(stdout, tokenLn.Addr().String(), cfg.RequireRequestHeader)
 	}

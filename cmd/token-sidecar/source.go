@@ -14,13 +14,19 @@ type tokenSource struct {
 	pipeline *upstream.Pipeline
 }
 
-// newPipeline builds the Tenant Service and Genesys login clients from cfg.
-func newPipeline(cfg config, logger *slog.Logger) (tokenSource, error) {
+// newPipeline builds the Tenant Service and Genesys login clients from cfg,
+// reporting to tel.
+func newPipeline(cfg config, logger *slog.Logger, tel *telemetry) (tokenSource, error) {
 	tenants, err := upstream.NewTenantClient(upstream.TenantClientConfig{
-		BaseURL:     cfg.TenantServiceURL,
-		ServiceName: cfg.ServiceName,
-		Timeout:     cfg.TenantServiceTimeout,
-		Logger:      logger,
+		BaseURL:            cfg.TenantServiceURL,
+		ServiceName:        cfg.ServiceName,
+		Timeout:            cfg.TenantServiceTimeout,
+		Breaker:            cfg.breaker(),
+		Logger:             logger,
+		TracerProvider:     tel.tracerProvider,
+		MeterProvider:      tel.meter(),
+		Propagator:         tel.propagator,
+		MetricsTenantLabel: cfg.MetricsTenantLabel,
 	})
 	if err != nil {
 		return tokenSource{}, err
@@ -30,10 +36,15 @@ func newPipeline(cfg config, logger *slog.Logger) (tokenSource, error) {
 		retries = -1 // the client reads 0 as "default"; the flag's 0 means none
 	}
 	login, err := upstream.NewLoginClient(upstream.LoginClientConfig{
-		BaseURL:    cfg.GenesysLoginURL,
-		Timeout:    cfg.OAuthTimeout,
-		MaxRetries: retries,
-		Logger:     logger,
+		BaseURL:            cfg.GenesysLoginURL,
+		Timeout:            cfg.OAuthTimeout,
+		MaxRetries:         retries,
+		Breaker:            cfg.breaker(),
+		Logger:             logger,
+		TracerProvider:     tel.tracerProvider,
+		MeterProvider:      tel.meter(),
+		Propagator:         tel.propagator,
+		MetricsTenantLabel: cfg.MetricsTenantLabel,
 	})
 	if err != nil {
 		return tokenSource{}, err

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/token-sidecar/token-sidecar/proxy"
+	"github.com/token-sidecar/token-sidecar/upstream"
 )
 
 // config is every setting of the sidecar. Each is a flag and an environment
@@ -30,6 +31,10 @@ type config struct {
 	GenesysAPIURL   string
 	OAuthTimeout    time.Duration
 	OAuthMaxRetries int
+
+	BreakerFailureThreshold int
+	BreakerOpenDuration     time.Duration
+	BreakerHalfOpenProbes   int
 
 	DefaultTenant        string
 	AllowedTenants       []string
@@ -70,6 +75,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&cfg.GenesysAPIURL, "genesys-api-url", "", "API base URL used for every region instead of https://api.{domain}")
 	fs.DurationVar(&cfg.OAuthTimeout, "oauth-timeout", 10*time.Second, "timeout of one Genesys token exchange attempt")
 	fs.IntVar(&cfg.OAuthMaxRetries, "oauth-max-retries", 2, "retries of a failed Genesys token exchange (0 = none)")
+	fs.IntVar(&cfg.BreakerFailureThreshold, "breaker-failure-threshold", 5, "failures (5xx, timeouts, network errors) among the last twice as many attempts to an upstream host that open its circuit breaker (0 = no breakers)")
+	fs.DurationVar(&cfg.BreakerOpenDuration, "breaker-open-duration", 10*time.Second, "how long an open circuit breaker answers 503 at once before it probes the host again")
+	fs.IntVar(&cfg.BreakerHalfOpenProbes, "breaker-half-open-probes", 2, "probe attempts a half-open circuit breaker lets through; all must succeed to close it")
 	fs.StringVar(&cfg.DefaultTenant, "default-tenant", "", "tenant used when a request names none")
 	fs.StringVar(&allowed, "allowed-tenants", "", "comma-separated tenants that may be served (empty = all)")
 	fs.BoolVar(&cfg.RequireRequestHeader, "require-request-header", true, "require the header X-Token-Request: true on the token listener (anti-SSRF)")
@@ -171,6 +179,15 @@ func (c config) validate() error {
 	if c.OAuthMaxRetries < 0 || c.OAuthMaxRetries > 10 {
 		errs = append(errs, fmt.Errorf("-oauth-max-retries must be between 0 and 10, got %d", c.OAuthMaxRetries))
 	}
+	if c.BreakerFailureThreshold < 0 || c.BreakerFailureThreshold > 1000 {
+		errs = append(errs, fmt.Errorf("-breaker-failure-threshold must be between 0 (off) and 1000, got %d", c.BreakerFailureThreshold))
+	}
+	if c.BreakerOpenDuration <= 0 {
+		errs = append(errs, fmt.Errorf("-breaker-open-duration must be positive, got %v", c.BreakerOpenDuration))
+	}
+	if c.BreakerHalfOpenProbes < 1 || c.BreakerHalfOpenProbes > 100 {
+		errs = append(errs, fmt.Errorf("-breaker-half-open-probes must be between 1 and 100, got %d", c.BreakerHalfOpenProbes))
+	}
 	if c.CacheCapacity < 1 {
 		errs = append(errs, fmt.Errorf("-cache-capacity must be at least 1, got %d", c.CacheCapacity))
 	}
@@ -178,6 +195,20 @@ func (c config) validate() error {
 		errs = append(errs, fmt.Errorf("-refresh-at must be between 0.1 and 0.99, got %v", c.RefreshAt))
 	}
 	return errors.Join(errs...)
+}
+
+// breaker is the circuit breaker setting of both upstream clients: one
+// breaker per host, opening on the threshold's failures among the last
+// twice as many attempts.
+func (c config) breaker() upstream.BreakerConfig {
+	if c.BreakerFailureThreshold == 0 {
+		return upstream.BreakerConfig{FailureThreshold: -1} // the flag's 0 means off
+	}
+	return upstream.BreakerConfig{
+		FailureThreshold: c.BreakerFailureThreshold,
+		OpenDuration:     c.BreakerOpenDuration,
+		HalfOpenProbes:   c.BreakerHalfOpenProbes,
+	}
 }
 
 // checkBaseURL accepts an absolute http(s) URL without credentials, query or

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/token-sidecar/token-sidecar/upstream"
+	"github.com/token-sidecar/token-sidecar/upstream/upstreamtest"
+)
+
+// TestLoginOutageOpensTheBreaker is issue 6's acceptance: with the login
+// failing for every tenant, 30 different tenants in a row cause at most 45
+// login attempts in total, and the last answer comes in under 200 ms
+// because the login host's breaker is open.
+func TestLoginOutageOpensTheBreaker(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for retry backoff")
+	}
+	f := newFakes(t)
+	const tenants = 30
+	unavailable := upstreamtest.Step{Status: http.StatusServiceUnavailable, Body: []byte(`{"error":"unavailable"}`)}
+	for i := range tenants {
+		id := f.addTenant(fmt.Sprintf("outage-%02d", i))
+		f.login.Script(id, unavailable, unavailable, unavailable) // every attempt the default retries make
+	}
+	s := startSidecar(t, f.env()) // default breaker and retry settings
+
+	var last tokenAnswer
+	var took time.Duration
+	for i := range tenants {
+		start := time.Now()
+		last = s.token(t, fmt.Sprintf("outage-%02d", i))
+		took = time.Since(start)
+		if last.Status != http.StatusServiceUnavailable || last.Code != "OAUTH_EXCHANGE_FAILED" {
+			t.Fatalf("tenant %d: status %d code %q; want 503 OAUTH_EXCHANGE_FAILED", i, last.Status, last.Code)
+		}
+		secs, err := strconv.Atoi(last.Header.Get("Retry-After"))
+		if err != nil || secs < 1 {
+			t.Fatalf("tenant %d: Retry-After %q", i, last.Header.Get("Retry-After"))
+		}
+	}
+	if n := f.login.TotalCalls(); n > 45 {
+		t.Errorf("%d login attempts for %d tenants, want at most 45", n, tenants)
+	}
+	if took >= 200*time.Millisecond {
+		t.Errorf("last answer took %v, want under 200 ms (breaker open)", took)
+	}
+	if ra, _ := strconv.Atoi(last.Header.Get("Retry-After")); ra > 10 {
+		t.Errorf("Retry-After %d s while the breaker opens for 10 s", ra)
+	}
+
+	host := strings.ToLower(f.login.URL())
+	logs := s.stderr.String()
+	if !strings.Contains(logs, `"level":"WARN","msg":"circuit breaker opened: calls to the host are refused","upstream":"genesys_login","host":"`+host+`"`) {
+		t.Errorf("no warning that the login host's breaker opened:\n%s", logs)
+	}
+	metrics := scrape(t, s.adminURL+"/metrics")
+	for _, want := range []string{
+		`token_sidecar_upstream_circuit_state{host="` + host + `",otel_scope_name="github.com/token-sidecar/token-sidecar/upstream"`,
+		`token_sidecar_upstream_circuit_rejected_total{host="` + host + `"`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	for _, line := range strings.Split(metrics, "\n") {
+		if strings.HasPrefix(line, "token_sidecar_upstream_circuit_state{") && strings.Contains(line, `upstream="genesys_login"`) &&
+			!strings.HasSuffix(line, " 2") {
+			t.Errorf("login breaker state %q, want 2 (open)", line)
+		}
+	}
+}
+
+func scrape(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestBreakerSettings(t *testing.T) {
+	for name, tc := range map[string]struct {
+		args []string
+		env  map[string]string
+		want upstream.BreakerConfig
+	}{
+		"defaults": {nil, nil, upstream.BreakerConfig{FailureThreshold: 5, OpenDuration: 10 * time.Second, HalfOpenProbes: 2}},
+		"env": {nil, map[string]string{"SIDECAR_BREAKER_FAILURE_THRESHOLD": "8", "SIDECAR_BREAKER_OPEN_DURATION": "30s", "SIDECAR_BREAKER_HALF_OPEN_PROBES": "1"},
+			upstream.BreakerConfig{FailureThreshold: 8, OpenDuration: 30 * time.Second, HalfOpenProbes: 1}},
+		"flags": {[]string{"-breaker-failure-threshold", "3", "-breaker-open-duration", "2s", "-breaker-half-open-probes", "3"}, nil,
+			upstream.BreakerConfig{FailureThreshold: 3, OpenDuration: 2 * time.Second, HalfOpenProbes: 3}},
+		"off": {[]string{"-breaker-failure-threshold", "0"}, nil, upstream.BreakerConfig{FailureThreshold: -1}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			env := map[string]string{"SIDECAR_DEMO": "true"}
+			for k, v := range tc.env {
+				env[k] = v
+			}
+			cfg, err := parseConfig(tc.args, func(k string) string { return env[k] }, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.breaker(); got != tc.want {
+				t.Errorf("breaker %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+	for _, args := range [][]string{
+		{"-breaker-failure-threshold", "-1"},
+		{"-breaker-open-duration", "0s"},
+		{"-breaker-half-open-probes", "0"},
+	} {
+		if _, err := parseConfig(append([]string{"-demo"}, args...), func(string) string { return "" }, io.Discard); err == nil ||
+			!strings.Contains(err.Error(), args[0]) {
+			t.Errorf("%v: error %v; want one naming %s", args, err, args[0])
+		}
+	}
+}

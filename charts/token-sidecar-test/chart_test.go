@@ -49,29 +49,32 @@ func TestAllSettings(t *testing.T) {
 	checkSidecar(t, c, 8282, 9555)
 
 	want := map[string]string{
-		"SIDECAR_LISTEN":                 "127.0.0.1:8282",
-		"SIDECAR_ADMIN_LISTEN":           ":9555",
-		"SIDECAR_TENANT_SERVICE_URL":     "http://tenant-service.platform.svc:8080",
-		"SIDECAR_SERVICE_NAME":           "auth-service",
-		"SIDECAR_TENANT_SERVICE_TIMEOUT": "3s",
-		"SIDECAR_GENESYS_LOGIN_URL":      "https://login.example.test",
-		"SIDECAR_GENESYS_API_URL":        "https://api.example.test",
-		"SIDECAR_OAUTH_TIMEOUT":          "7s",
-		"SIDECAR_OAUTH_MAX_RETRIES":      "4",
-		"SIDECAR_DEFAULT_TENANT":         "acme",
-		"SIDECAR_ALLOWED_TENANTS":        "acme,globex",
-		"SIDECAR_REQUIRE_REQUEST_HEADER": "false",
-		"SIDECAR_REQUEST_TIMEOUT":        "12s",
-		"SIDECAR_MIN_REFRESH_INTERVAL":   "2s",
-		"SIDECAR_REFRESH_AT":             "0.75",
-		"SIDECAR_NEGATIVE_TTL":           "1s",
-		"SIDECAR_CACHE_CAPACITY":         "1000000",
-		"SIDECAR_STATIC_TOKEN_TTL":       "2m",
-		"SIDECAR_METRICS_TENANT_LABEL":   "true",
-		"SIDECAR_SHUTDOWN_TIMEOUT":       "20s",
-		"SIDECAR_LOG_LEVEL":              "debug",
-		"OTEL_EXPORTER_OTLP_ENDPOINT":    "http://otel-collector.observability.svc:4318",
-		"OTEL_SERVICE_NAME":              "token-sidecar",
+		"SIDECAR_LISTEN":                    "127.0.0.1:8282",
+		"SIDECAR_ADMIN_LISTEN":              ":9555",
+		"SIDECAR_TENANT_SERVICE_URL":        "http://tenant-service.platform.svc:8080",
+		"SIDECAR_SERVICE_NAME":              "auth-service",
+		"SIDECAR_TENANT_SERVICE_TIMEOUT":    "3s",
+		"SIDECAR_GENESYS_LOGIN_URL":         "https://login.example.test",
+		"SIDECAR_GENESYS_API_URL":           "https://api.example.test",
+		"SIDECAR_OAUTH_TIMEOUT":             "7s",
+		"SIDECAR_OAUTH_MAX_RETRIES":         "4",
+		"SIDECAR_BREAKER_FAILURE_THRESHOLD": "8",
+		"SIDECAR_BREAKER_OPEN_DURATION":     "30s",
+		"SIDECAR_BREAKER_HALF_OPEN_PROBES":  "3",
+		"SIDECAR_DEFAULT_TENANT":            "acme",
+		"SIDECAR_ALLOWED_TENANTS":           "acme,globex",
+		"SIDECAR_REQUIRE_REQUEST_HEADER":    "false",
+		"SIDECAR_REQUEST_TIMEOUT":           "12s",
+		"SIDECAR_MIN_REFRESH_INTERVAL":      "2s",
+		"SIDECAR_REFRESH_AT":                "0.75",
+		"SIDECAR_NEGATIVE_TTL":              "1s",
+		"SIDECAR_CACHE_CAPACITY":            "1000000",
+		"SIDECAR_STATIC_TOKEN_TTL":          "2m",
+		"SIDECAR_METRICS_TENANT_LABEL":      "true",
+		"SIDECAR_SHUTDOWN_TIMEOUT":          "20s",
+		"SIDECAR_LOG_LEVEL":                 "debug",
+		"OTEL_EXPORTER_OTLP_ENDPOINT":       "http://otel-collector.observability.svc:4318",
+		"OTEL_SERVICE_NAME":                 "token-sidecar",
 	}
 	if got := envMap(t, c); !maps.Equal(got, want) {
 		t.Errorf("env:\n got %v\nwant %v", got, want)
@@ -89,10 +92,12 @@ func TestAllSettings(t *testing.T) {
 // not float64; they must print the same.
 func TestSettingsFromSet(t *testing.T) {
 	vals := values(t)
-	vals["config"] = map[string]any{"cacheCapacity": int64(50000), "refreshAt": "0.9", "requireRequestHeader": true, "oauthMaxRetries": int64(0)}
+	vals["config"] = map[string]any{"cacheCapacity": int64(50000), "refreshAt": "0.9", "requireRequestHeader": true, "oauthMaxRetries": int64(0),
+		"breakerFailureThreshold": int64(0)} // 0 = breakers off: must be set, not dropped
 	c, _ := sidecar(t, &mustRender(t, loadChart(t), vals).onlyDeployment(t).Spec.Template.Spec)
 	env := envMap(t, c)
-	for k, want := range map[string]string{"SIDECAR_CACHE_CAPACITY": "50000", "SIDECAR_REFRESH_AT": "0.9", "SIDECAR_REQUIRE_REQUEST_HEADER": "true", "SIDECAR_OAUTH_MAX_RETRIES": "0"} {
+	for k, want := range map[string]string{"SIDECAR_CACHE_CAPACITY": "50000", "SIDECAR_REFRESH_AT": "0.9", "SIDECAR_REQUIRE_REQUEST_HEADER": "true", "SIDECAR_OAUTH_MAX_RETRIES": "0",
+		"SIDECAR_BREAKER_FAILURE_THRESHOLD": "0"} {
 		if env[k] != want {
 			t.Errorf("%s = %q, want %q", k, env[k], want)
 		}

@@ -444,6 +444,18 @@ func (c *Cache) fetch(parent context.Context, key Key, forced bool, trigger stri
 	if item := c.items.Get(key); item != nil {
 		prev = item.Value()
 	}
+	if trigger == triggerMiss && prev != nil {
+		// The caller missed, but a flight that ended between its look-up and
+		// its DoChan may have stored an answer since: use that rather than
+		// fetch a second time.
+		if prev.err == nil && started.Before(prev.usableUntil) {
+			f.tok = prev.token
+			return f, nil
+		}
+		if prev.err != nil && started.Before(prev.negUntil) {
+			return f, prev.err
+		}
+	}
 	forcedAt := time.Time{}
 	if prev != nil {
 		forcedAt = prev.forcedAt

@@ -208,6 +208,25 @@ func TestConcurrentMissesCollapse(t *testing.T) {
 	}
 }
 
+// A caller that missed just before another flight stored its token must not
+// start a second fetch when its own flight begins after that one ended.
+func TestLateMissUsesTheTokenStoredMeanwhile(t *testing.T) {
+	c, src, _, _ := newTestCache(t, time.Hour, nil)
+	first := mustGet(t, c, tenantA)
+	// What a caller does after its look-up missed: join or start a flight.
+	tok, err := c.wait(context.Background(), tenantA, false)
+	if err != nil || tok.AccessToken != first.AccessToken {
+		t.Fatalf("late miss = %q, %v; want the stored %q", tok.AccessToken, err, first.AccessToken)
+	}
+	if n := src.calls.Load(); n != 1 {
+		t.Fatalf("source called %d times, want 1", n)
+	}
+	// A forced refresh still fetches.
+	if _, err := c.wait(context.Background(), tenantA, true); err != nil || src.calls.Load() != 2 {
+		t.Fatalf("forced flight: %v, %d calls; want a fetch", err, src.calls.Load())
+	}
+}
+
 func TestDistinctKeysFetchSeparately(t *testing.T) {
 	c, src, _, _ := newTestCache(t, time.Hour, nil)
 	a := mustGet(t, c, Key{"genesys", "a"})

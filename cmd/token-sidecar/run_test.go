@@ -181,7 +181,7 @@ func TestColdStampedeMakesOneFetchAndOneExchange(t *testing.T) {
 	wg.Wait()
 	for i, a := range answers {
 		if a.Status != http.StatusOK || a.AccessToken != answers[0].AccessToken {
-			t.Fatalf("caller %d: status %d token %q; want 200 and the shared token", i, a.Status, a.AccessToken)
+			t.Fatalf("caller %d: status %d token %q; want 200 and the shared token (ts calls %d, exchanges %d, first %q)", i, a.Status, a.AccessToken, f.ts.Calls("acme", "genesys"), f.login.Calls(client), answers[0].AccessToken)
 		}
 	}
 	if got := f.login.ClientOf(answers[0].AccessToken); got != client {

@@ -74,6 +74,12 @@ type Config struct {
 	// it; this does. Zero means DefaultFetchTimeout.
 	FetchTimeout time.Duration
 
+	// MaxConcurrentFetches bounds how many Source fetches run at once, across
+	// all keys, so that a flood of distinct tenants cannot hammer the
+	// upstreams; further fetches wait for a slot within FetchTimeout. Zero
+	// means no bound.
+	MaxConcurrentFetches int
+
 	// RefreshRetryDelay is how long a failed refresh-ahead waits before the
 	// next request may start another one. Zero means DefaultRefreshRetryDelay.
 	RefreshRetryDelay time.Duration
@@ -118,6 +124,10 @@ type Cache struct {
 	group singleflight.Group
 	obs   Observer
 	done  chan struct{} // closed when the janitor goroutine returns
+
+	// fetchSlots is a semaphore of MaxConcurrentFetches slots; nil when
+	// unbounded.
+	fetchSlots chan struct{}
 
 	tracer  trace.Tracer
 	entries metric.Registration // the entries gauge's callback; nil without metrics
@@ -173,6 +183,9 @@ func New(cfg Config) (*Cache, error) {
 	if cfg.RefreshJitter >= cfg.RefreshAt {
 		return nil, fmt.Errorf("cache: refresh jitter %v must be smaller than refresh-at %v", cfg.RefreshJitter, cfg.RefreshAt)
 	}
+	if cfg.MaxConcurrentFetches < 0 {
+		return nil, fmt.Errorf("cache: MaxConcurrentFetches must not be negative, got %d", cfg.MaxConcurrentFetches)
+	}
 	if cfg.NegativeTTL < 0 || cfg.MinRefreshInterval < 0 || cfg.FetchTimeout < 0 || cfg.RefreshRetryDelay < 0 {
 		return nil, errors.New("cache: durations must not be negative")
 	}
@@ -224,6 +237,9 @@ func New(cfg Config) (*Cache, error) {
 		obs:    obs,
 		done:   make(chan struct{}),
 		tracer: tp.Tracer(instrumentationName),
+	}
+	if cfg.MaxConcurrentFetches > 0 {
+		c.fetchSlots = make(chan struct{}, cfg.MaxConcurrentFetches)
 	}
 	if meter != nil {
 		gauge, err := meter.Int64ObservableGauge("token_sidecar.cache.entries",
@@ -465,6 +481,14 @@ func (c *Cache) fetch(parent context.Context, key Key, forced bool, trigger stri
 		c.obs.ForcedRefresh(key)
 	}
 
+	if c.fetchSlots != nil {
+		select {
+		case c.fetchSlots <- struct{}{}:
+			defer func() { <-c.fetchSlots }()
+		case <-ctx.Done():
+			return f, fmt.Errorf("cache: all %d fetch slots stayed busy for tenant %q: %w", cap(c.fetchSlots), key.Tenant, ctx.Err())
+		}
+	}
 	tok, err := c.cfg.Source.Fetch(ctx, key)
 	now := c.cfg.Now()
 	if err != nil {

@@ -227,6 +227,60 @@ func TestLateMissUsesTheTokenStoredMeanwhile(t *testing.T) {
 	}
 }
 
+func TestMaxConcurrentFetches(t *testing.T) {
+	var running, most atomic.Int64
+	release := make(chan struct{})
+	c, _, _, _ := newTestCache(t, time.Hour, func(cfg *Config) {
+		cfg.MaxConcurrentFetches = 2
+		cfg.Source = SourceFunc(func(_ context.Context, key Key) (Token, error) {
+			n := running.Add(1)
+			defer running.Add(-1)
+			for {
+				m := most.Load()
+				if n <= m || most.CompareAndSwap(m, n) {
+					break
+				}
+			}
+			<-release
+			return Token{AccessToken: key.Tenant, ExpiresAt: newClock().Now().Add(time.Hour), Lifetime: time.Hour}, nil
+		})
+	})
+	var wg sync.WaitGroup
+	for i := range 6 {
+		wg.Go(func() { c.Get(context.Background(), Key{"genesys", fmt.Sprint("t", i)}) })
+	}
+	waitFor(t, "two fetches to run", func() bool { return running.Load() == 2 })
+	time.Sleep(50 * time.Millisecond) // room for a third to start, were it allowed
+	if n := running.Load(); n != 2 {
+		t.Fatalf("%d fetches run at once, want 2", n)
+	}
+	close(release)
+	wg.Wait()
+	if most.Load() != 2 {
+		t.Fatalf("at most %d fetches ran at once, want 2", most.Load())
+	}
+}
+
+func TestFetchSlotWaitIsBoundedByFetchTimeout(t *testing.T) {
+	block := make(chan struct{})
+	defer close(block)
+	c, _, _, _ := newTestCache(t, time.Hour, func(cfg *Config) {
+		cfg.MaxConcurrentFetches = 1
+		cfg.FetchTimeout = 50 * time.Millisecond
+		cfg.Source = SourceFunc(func(_ context.Context, key Key) (Token, error) {
+			if key.Tenant == "holder" {
+				<-block // holds the only slot past every timeout
+			}
+			return Token{AccessToken: "t", ExpiresAt: newClock().Now().Add(time.Hour), Lifetime: time.Hour}, nil
+		})
+	})
+	go c.Get(context.Background(), Key{"genesys", "holder"})
+	time.Sleep(10 * time.Millisecond)
+	if _, err := c.Get(context.Background(), Key{"genesys", "waiter"}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Get = %v, want the fetch timeout while every slot is busy", err)
+	}
+}
+
 func TestDistinctKeysFetchSeparately(t *testing.T) {
 	c, src, _, _ := newTestCache(t, time.Hour, nil)
 	a := mustGet(t, c, Key{"genesys", "a"})
@@ -550,6 +604,7 @@ func TestConfigValidation(t *testing.T) {
 		"refresh-at -0.5":   {Source: src, RefreshAt: -0.5},
 		"jitter too large":  {Source: src, RefreshAt: 0.5, RefreshJitter: 0.6},
 		"negative ttl":      {Source: src, NegativeTTL: -time.Second},
+		"negative fetches":  {Source: src, MaxConcurrentFetches: -1},
 	} {
 		if _, err := New(cfg); err == nil {
 			t.Errorf("%s: New accepted it", name)

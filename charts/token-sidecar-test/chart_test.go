@@ -69,6 +69,8 @@ func TestAllSettings(t *testing.T) {
 		"SIDECAR_REFRESH_AT":                "0.75",
 		"SIDECAR_NEGATIVE_TTL":              "1s",
 		"SIDECAR_CACHE_CAPACITY":            "1000000",
+		"SIDECAR_MAX_CONCURRENT_FETCHES":    "16",
+		"SIDECAR_MAX_CONNECTIONS":           "256",
 		"SIDECAR_STATIC_TOKEN_TTL":          "2m",
 		"SIDECAR_METRICS_TENANT_LABEL":      "true",
 		"SIDECAR_SHUTDOWN_TIMEOUT":          "20s",

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/netutil"
+
 	"github.com/token-sidecar/token-sidecar/cache"
 	"github.com/token-sidecar/token-sidecar/proxy"
 	"github.com/token-sidecar/token-sidecar/upstream"
@@ -104,12 +106,13 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		return err
 	}
 	tokens, err := cache.New(cache.Config{
-		Source:             source,
-		Capacity:           cfg.CacheCapacity,
-		RefreshAt:          cfg.RefreshAt,
-		NegativeTTL:        cfg.NegativeTTL,
-		IsNegative:         isNegative,
-		MinRefreshInterval: cfg.MinRefreshInterval,
+		Source:               source,
+		Capacity:             cfg.CacheCapacity,
+		MaxConcurrentFetches: cfg.MaxConcurrentFetches,
+		RefreshAt:            cfg.RefreshAt,
+		NegativeTTL:          cfg.NegativeTTL,
+		IsNegative:           isNegative,
+		MinRefreshInterval:   cfg.MinRefreshInterval,
 		// The shared fetch may outlive every caller; bound it by the longest
 		// the upstreams can take with all their retries, roughly.
 		FetchTimeout:       3*(cfg.TenantServiceTimeout+cfg.OAuthTimeout) + 30*time.Second,
@@ -149,6 +152,11 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	tokenLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("token listener: %w", err)
+	}
+	if cfg.MaxConnections > 0 {
+		// Bounds the goroutines and buffers a flood of clients can pin;
+		// connections beyond it wait in the kernel's backlog.
+		tokenLn = netutil.LimitListener(tokenLn, cfg.MaxConnections)
 	}
 	adminLn, err := net.Listen("tcp", cfg.AdminListen)
 	if err != nil {

@@ -70,6 +70,8 @@ environment variable, how the value is printed.
 - [refreshAt, SIDECAR_REFRESH_AT, string]
 - [negativeTTL, SIDECAR_NEGATIVE_TTL, string]
 - [cacheCapacity, SIDECAR_CACHE_CAPACITY, int]
+- [maxConcurrentFetches, SIDECAR_MAX_CONCURRENT_FETCHES, int]
+- [maxConnections, SIDECAR_MAX_CONNECTIONS, int]
 - [staticTokenTTL, SIDECAR_STATIC_TOKEN_TTL, string]
 - [metricsTenantLabel, SIDECAR_METRICS_TENANT_LABEL, string]
 - [shutdownTimeout, SIDECAR_SHUTDOWN_TIMEOUT, string]

@@ -57,3 +57,41 @@ func TestMaxConnectionsHoldsFurtherClients(t *testing.T) {
 	}
 	held[1].Close()
 }
+
+// Oversized headers are refused by the server before any handler runs.
+func TestOversizedHeadersAreRefused(t *testing.T) {
+	f := newFakes(t)
+	f.addTenant("acme")
+	s := startSidecar(t, f.env())
+	req, _ := http.NewRequest("GET", s.tokenURL+"/token?tenant=acme", nil)
+	req.Header.Set("X-Token-Request", "true")
+	req.Header.Set("X-Padding", strings.Repeat("a", 64<<10))
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("status %d, want 431", resp.StatusCode)
+	}
+	if n := f.ts.TotalCalls(); n != 0 {
+		t.Fatalf("%d Tenant Service calls for a refused request", n)
+	}
+}
+
+// A body on GET /token is refused before any upstream call.
+func TestRequestBodyIsRefused(t *testing.T) {
+	f := newFakes(t)
+	f.addTenant("acme")
+	s := startSidecar(t, f.env())
+	req, _ := http.NewRequest("GET", s.tokenURL+"/token?tenant=acme", strings.NewReader(`{"tenant":"other"}`))
+	req.Header.Set("X-Token-Request", "true")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || f.ts.TotalCalls() != 0 {
+		t.Fatalf("status %d, %d upstream calls; want 400 and none", resp.StatusCode, f.ts.TotalCalls())
+	}
+}

@@ -435,10 +435,10 @@ func TestBreakerConfigDefaultsAndValidation(t *testing.T) {
 		{HalfOpenProbes: -1},
 		{OpenDuration: -time.Second},
 	} {
-		if _, err := NewLoginClient(LoginClientConfig{Breaker: bad}); err == nil {
+		if _, err := NewLoginClient(LoginClientConfig{CallConfig: CallConfig{Breaker: bad}}); err == nil {
 			t.Errorf("%+v accepted", bad)
 		}
-		if _, err := NewTenantClient(TenantClientConfig{BaseURL: "http://127.0.0.1:9", Breaker: bad}); err == nil {
+		if _, err := NewTenantClient(TenantClientConfig{BaseURL: "http://127.0.0.1:9", CallConfig: CallConfig{Breaker: bad}}); err == nil {
 			t.Errorf("%+v accepted by the Tenant Service client", bad)
 		}
 	}

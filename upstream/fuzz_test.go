@@ -49,11 +49,10 @@ func FuzzTenantServiceBody(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		c, err := NewTenantClient(TenantClientConfig{
-			BaseURL:    "http://tenant-service.invalid",
+		c, err := NewTenantClient(TenantClientConfig{BaseURL: "http://tenant-service.invalid", CallConfig: CallConfig{
 			HTTPClient: &http.Client{Transport: bodyTransport{status: 200, body: body}},
 			MaxRetries: -1,
-		})
+		}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -112,11 +111,10 @@ func FuzzTokenBody(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		c, err := NewLoginClient(LoginClientConfig{
-			BaseURL:    "http://login.invalid",
+		c, err := NewLoginClient(LoginClientConfig{BaseURL: "http://login.invalid", CallConfig: CallConfig{
 			HTTPClient: &http.Client{Transport: bodyTransport{status: 200, body: body}},
 			MaxRetries: -1,
-		})
+		}})
 		if err != nil {
 			t.Fatal(err)
 		}

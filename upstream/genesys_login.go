@@ -14,10 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"go.opentelemetry.io/otel/metric"
-	"go.opentelemetry.io/otel/propagation"
-	"go.opentelemetry.io/otel/trace"
-
 	"github.com/token-sidecar/token-sidecar/regions"
 )
 
@@ -36,57 +32,17 @@ type LoginClientConfig struct {
 	// every region (-genesys-login-url: egress proxies, tests, -demo); "" uses
 	// the region's. The token endpoint is BaseURL + "/oauth/token".
 	BaseURL string
-	// Timeout bounds each attempt, including reading the body; 0 means 10 s.
-	Timeout time.Duration
-	// MaxRetries is the number of retries after the first attempt: 0 means 2,
-	// a negative value means no retry.
-	MaxRetries int
-	// BackoffMin and BackoffMax bound the exponential backoff after 5xx,
-	// timeouts and network errors; 0 means 500 ms and 4 s. ±20 % jitter,
-	// never above BackoffMax.
-	BackoffMin, BackoffMax time.Duration
 	// RateLimitBackoffMin and RateLimitBackoffMax bound the backoff after a
 	// 429 or Genesys's rate-limit 400 that came without Retry-After; 0 means
 	// 1 s and 8 s.
 	RateLimitBackoffMin, RateLimitBackoffMax time.Duration
-	// MaxRetryAfter caps the Retry-After the client waits for; 0 means 30 s.
-	// A longer Retry-After ends the call at once with the server's value in
-	// Error.RetryAfterHint, rather than retrying earlier than asked.
-	MaxRetryAfter time.Duration
-	// Breaker configures the circuit breakers, one per login host: each
+	// CallConfig holds the settings both clients share. For the login a zero
+	// Timeout means 10 s. There is one circuit breaker per login host: each
 	// region's host has its own, so that one region's outage never blocks
 	// another (with BaseURL set, every region shares that one host and its
-	// breaker). The zero value means the defaults (open after 5 failures of
-	// the last 10 attempts, for 10 s, then 2 probes). An open breaker fails
-	// calls at once with OAUTH_EXCHANGE_FAILED.
-	Breaker BreakerConfig
-	// HTTPClient sends the requests; nil means a client over a clone of
-	// http.DefaultTransport (honours HTTPS_PROXY / HTTP_PROXY / NO_PROXY).
-	// The client is copied and redirects are never followed.
-	HTTPClient *http.Client
-	// Logger receives a warning per retry; nil discards. No client ID,
-	// secret, Authorization value or token is ever logged.
-	Logger *slog.Logger
-	// TracerProvider traces each call as a span "genesys_login.exchange", with one HTTP client
-	// span per attempt below it and an event "retry" per scheduled retry.
-	// Nil means no spans.
-	TracerProvider trace.TracerProvider
-	// MeterProvider receives the call, attempt and retry metrics
-	// (token_sidecar.upstream.*). Nil means no metrics.
-	MeterProvider metric.MeterProvider
-	// Propagator injects the trace context into every request, e.g.
-	// propagation.TraceContext{} for the W3C traceparent header. Nil means
-	// propagation.TraceContext{} when TracerProvider is set, and no
-	// instrumentation of the HTTP stack at all when both are nil.
-	Propagator propagation.TextMapPropagator
-	// MetricsTenantLabel labels the call and retry counters with the tenant
-	// ID (never a histogram). False, the zero value, keeps the metrics'
-	// cardinality independent of the number of tenants.
-	MetricsTenantLabel bool
-}
-
-func (cfg LoginClientConfig) telemetry() telemetryConfig {
-	return telemetryConfig{cfg.TracerProvider, cfg.MeterProvider, cfg.Propagator, cfg.MetricsTenantLabel}
+	// breaker); an open one fails calls at once with OAUTH_EXCHANGE_FAILED.
+	// Spans are named "genesys_login.exchange".
+	CallConfig
 }
 
 // LoginClient performs the OAuth client-credentials exchange with Genesys

@@ -74,7 +74,7 @@ func TestExchangeUsesTheRegionsLoginHost(t *testing.T) {
 		return &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/json"}},
 			Body: io.NopCloser(strings.NewReader(`{"access_token":"t","expires_in":60}`)), Request: r}, nil
 	})
-	c, err := NewLoginClient(LoginClientConfig{HTTPClient: &http.Client{Transport: fake}})
+	c, err := NewLoginClient(LoginClientConfig{CallConfig: CallConfig{HTTPClient: &http.Client{Transport: fake}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -120,12 +120,11 @@ func newFakeLogin(t *testing.T) *upstreamtest.Login {
 
 func newTenantClient(t *testing.T, base string, mod ...func(*TenantClientConfig)) *TenantClient {
 	t.Helper()
-	cfg := TenantClientConfig{
-		BaseURL:    base,
+	cfg := TenantClientConfig{BaseURL: base, CallConfig: CallConfig{
 		Timeout:    2 * time.Second,
 		BackoffMin: fastMin, BackoffMax: fastMax,
 		HTTPClient: testHTTPClient(t),
-	}
+	}}
 	for _, m := range mod {
 		m(&cfg)
 	}
@@ -139,11 +138,13 @@ func newTenantClient(t *testing.T, base string, mod ...func(*TenantClientConfig)
 func newLoginClient(t *testing.T, base string, mod ...func(*LoginClientConfig)) *LoginClient {
 	t.Helper()
 	cfg := LoginClientConfig{
-		BaseURL:    base,
-		Timeout:    2 * time.Second,
-		BackoffMin: fastMin, BackoffMax: fastMax,
+		BaseURL:             base,
 		RateLimitBackoffMin: fastMin, RateLimitBackoffMax: fastMax,
-		HTTPClient: testHTTPClient(t),
+		CallConfig: CallConfig{
+			Timeout:    2 * time.Second,
+			BackoffMin: fastMin, BackoffMax: fastMax,
+			HTTPClient: testHTTPClient(t),
+		},
 	}
 	for _, m := range mod {
 		m(&cfg)

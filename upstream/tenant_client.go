@@ -10,10 +10,6 @@ import (
 	"net/url"
 	"strconv"
 	"time"
-
-	"go.opentelemetry.io/otel/metric"
-	"go.opentelemetry.io/otel/propagation"
-	"go.opentelemetry.io/otel/trace"
 )
 
 // Provider names as the Tenant Service and the token API spell them.
@@ -36,51 +32,11 @@ type TenantClientConfig struct {
 	BaseURL string
 	// ServiceName is sent as X-Service-Name; "" means "auth-service".
 	ServiceName string
-	// Timeout bounds each attempt, including reading the body; 0 means 5 s.
-	Timeout time.Duration
-	// MaxRetries is the number of retries after the first attempt: 0 means 2
-	// (3 attempts in all), a negative value means no retry.
-	MaxRetries int
-	// BackoffMin and BackoffMax bound the exponential backoff between
-	// attempts when the Tenant Service gave no Retry-After; 0 means 500 ms
-	// and 4 s. ±20 % jitter is applied, never above BackoffMax.
-	BackoffMin, BackoffMax time.Duration
-	// MaxRetryAfter caps the Retry-After the client waits for; 0 means 30 s.
-	// A longer Retry-After ends the call at once with the server's value in
-	// Error.RetryAfterHint, rather than retrying earlier than asked.
-	MaxRetryAfter time.Duration
-	// Breaker configures the circuit breaker of the Tenant Service host; the
-	// zero value means the defaults (open after 5 failures of the last 10
-	// attempts, for 10 s, then 2 probes). An open breaker fails calls at once
-	// with TENANT_SERVICE_UNAVAILABLE.
-	Breaker BreakerConfig
-	// HTTPClient sends the requests; nil means a client over a clone of
-	// http.DefaultTransport, which honours HTTPS_PROXY, HTTP_PROXY and
-	// NO_PROXY. The client is copied and redirects are never followed.
-	HTTPClient *http.Client
-	// Logger receives a warning per retry; nil discards. Nothing secret is
-	// ever logged.
-	Logger *slog.Logger
-	// TracerProvider traces each call as a span "tenant_service.fetch", with one HTTP client
-	// span per attempt below it and an event "retry" per scheduled retry.
-	// Nil means no spans.
-	TracerProvider trace.TracerProvider
-	// MeterProvider receives the call, attempt and retry metrics
-	// (token_sidecar.upstream.*). Nil means no metrics.
-	MeterProvider metric.MeterProvider
-	// Propagator injects the trace context into every request, e.g.
-	// propagation.TraceContext{} for the W3C traceparent header. Nil means
-	// propagation.TraceContext{} when TracerProvider is set, and no
-	// instrumentation of the HTTP stack at all when both are nil.
-	Propagator propagation.TextMapPropagator
-	// MetricsTenantLabel labels the call and retry counters with the tenant
-	// ID (never a histogram). False, the zero value, keeps the metrics'
-	// cardinality independent of the number of tenants.
-	MetricsTenantLabel bool
-}
-
-func (cfg TenantClientConfig) telemetry() telemetryConfig {
-	return telemetryConfig{cfg.TracerProvider, cfg.MeterProvider, cfg.Propagator, cfg.MetricsTenantLabel}
+	// CallConfig holds the settings both clients share. For the Tenant
+	// Service a zero Timeout means 5 s; the circuit breaker guards the Tenant
+	// Service host, and an open one fails calls at once with
+	// TENANT_SERVICE_UNAVAILABLE. Spans are named "tenant_service.fetch".
+	CallConfig
 }
 
 // TenantClient fetches a tenant's credentials from the Tenant Service:

@@ -345,7 +345,7 @@ func TestNewTenantClientValidates(t *testing.T) {
 			t.Errorf("error shows the password: %v", err)
 		}
 	}
-	if _, err := NewTenantClient(TenantClientConfig{BaseURL: "http://h", BackoffMin: time.Second, BackoffMax: time.Millisecond}); err == nil {
+	if _, err := NewTenantClient(TenantClientConfig{BaseURL: "http://h", CallConfig: CallConfig{BackoffMin: time.Second, BackoffMax: time.Millisecond}}); err == nil {
 		t.Error("inverted backoff accepted")
 	}
 	if _, err := NewTenantClient(TenantClientConfig{BaseURL: "https://tenant-service.internal:8443/base/"}); err != nil {

@@ -17,34 +17,34 @@ type tokenSource struct {
 // newPipeline builds the Tenant Service and Genesys login clients from cfg,
 // reporting to tel.
 func newPipeline(cfg config, logger *slog.Logger, tel *telemetry) (tokenSource, error) {
-	tenants, err := upstream.NewTenantClient(upstream.TenantClientConfig{
-		BaseURL:            cfg.TenantServiceURL,
-		ServiceName:        cfg.ServiceName,
-		Timeout:            cfg.TenantServiceTimeout,
+	// What both clients share; each sets its own timeout and retries.
+	shared := upstream.CallConfig{
 		Breaker:            cfg.breaker(),
 		Logger:             logger,
 		TracerProvider:     tel.tracerProvider,
 		MeterProvider:      tel.meter(),
 		Propagator:         tel.propagator,
 		MetricsTenantLabel: cfg.MetricsTenantLabel,
+	}
+	tenantCall := shared
+	tenantCall.Timeout = cfg.TenantServiceTimeout
+	tenants, err := upstream.NewTenantClient(upstream.TenantClientConfig{
+		BaseURL:     cfg.TenantServiceURL,
+		ServiceName: cfg.ServiceName,
+		CallConfig:  tenantCall,
 	})
 	if err != nil {
 		return tokenSource{}, err
 	}
-	retries := cfg.OAuthMaxRetries
-	if retries == 0 {
-		retries = -1 // the client reads 0 as "default"; the flag's 0 means none
+	loginCall := shared
+	loginCall.Timeout = cfg.OAuthTimeout
+	loginCall.MaxRetries = cfg.OAuthMaxRetries
+	if loginCall.MaxRetries == 0 {
+		loginCall.MaxRetries = -1 // the client reads 0 as "default"; the flag's 0 means none
 	}
 	login, err := upstream.NewLoginClient(upstream.LoginClientConfig{
-		BaseURL:            cfg.GenesysLoginURL,
-		Timeout:            cfg.OAuthTimeout,
-		MaxRetries:         retries,
-		Breaker:            cfg.breaker(),
-		Logger:             logger,
-		TracerProvider:     tel.tracerProvider,
-		MeterProvider:      tel.meter(),
-		Propagator:         tel.propagator,
-		MetricsTenantLabel: cfg.MetricsTenantLabel,
+		BaseURL:    cfg.GenesysLoginURL,
+		CallConfig: loginCall,
 	})
 	if err != nil {
 		return tokenSource{}, err

@@ -75,14 +75,25 @@ func newHTTPClient(c *http.Client, tel telemetryConfig, urlTemplate string) *htt
 	return &out
 }
 
+// idleConnsPerHost is how many idle keep-alive connections the default
+// transport keeps per upstream host: as many as the cache runs fetches at
+// once by default (-max-concurrent-fetches), where net/http's default of 2
+// made concurrent misses open and close a TCP connection per call.
+const idleConnsPerHost = 64
+
 // defaultTransport is a clone of http.DefaultTransport, so it honours
 // HTTPS_PROXY / HTTP_PROXY / NO_PROXY and keeps its pooling and timeouts,
 // without sharing its connection pool with the rest of the process.
 func defaultTransport() http.RoundTripper {
-	if t, ok := http.DefaultTransport.(*http.Transport); ok {
-		return t.Clone()
+	t, ok := http.DefaultTransport.(*http.Transport)
+	if !ok {
+		t = &http.Transport{Proxy: http.ProxyFromEnvironment}
+	} else {
+		t = t.Clone()
 	}
-	return &http.Transport{Proxy: http.ProxyFromEnvironment}
+	t.MaxIdleConnsPerHost = idleConnsPerHost
+	t.MaxIdleConns = 4 * idleConnsPerHost
+	return t
 }
 
 // requester makes single attempts with a per-attempt timeout.

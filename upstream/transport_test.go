@@ -64,3 +64,18 @@ func TestDefaultTransportHonoursProxyEnvironment(t *testing.T) {
 		t.Fatalf("child: %v\n%s", err, out)
 	}
 }
+
+// Concurrent misses reuse keep-alive connections: the default transport
+// keeps as many idle connections per host as fetches may run at once.
+func TestDefaultTransportKeepsEnoughIdleConnections(t *testing.T) {
+	tr, ok := defaultTransport().(*http.Transport)
+	if !ok {
+		t.Fatalf("default transport is %T", defaultTransport())
+	}
+	if tr.MaxIdleConnsPerHost < 64 || tr.MaxIdleConns < tr.MaxIdleConnsPerHost {
+		t.Fatalf("MaxIdleConnsPerHost %d, MaxIdleConns %d; want at least 64 per host", tr.MaxIdleConnsPerHost, tr.MaxIdleConns)
+	}
+	if tr.Proxy == nil {
+		t.Fatal("the clone lost the proxy-from-environment setting")
+	}
+}

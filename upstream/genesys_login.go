@@ -73,28 +73,21 @@ func NewLoginClient(cfg LoginClientConfig) (*LoginClient, error) {
 		}
 		base = b
 	}
-	if cfg.Timeout < 0 {
-		return nil, errors.New("upstream: negative Genesys login Timeout")
-	}
-	tel, err := newTelemetry(GenesysLogin, "genesys_login.exchange", cfg.telemetry())
-	if err != nil {
-		return nil, fmt.Errorf("upstream: %w", err)
-	}
-	r, err := newRetrier(GenesysLogin, CodeOAuthExchangeFailed, retrySettings{
-		maxRetries: cfg.MaxRetries,
-		backoffMin: cfg.BackoffMin, backoffMax: cfg.BackoffMax,
-		rateLimitMin: cfg.RateLimitBackoffMin, rateLimitMax: cfg.RateLimitBackoffMax,
-		maxRetryAfter: cfg.MaxRetryAfter,
-		logger:        cfg.Logger,
-		telemetry:     tel,
-		breaker:       cfg.Breaker,
+	req, r, err := cfg.build(callSetup{
+		upstream:       GenesysLogin,
+		spanName:       "genesys_login.exchange",
+		exhausted:      CodeOAuthExchangeFailed,
+		defaultTimeout: defaultLoginTimeout,
+		urlTemplate:    "/oauth/token",
+		rateLimitMin:   cfg.RateLimitBackoffMin,
+		rateLimitMax:   cfg.RateLimitBackoffMax,
 	})
 	if err != nil {
 		return nil, err
 	}
 	return &LoginClient{
 		base:  base,
-		req:   requester{client: newHTTPClient(cfg.HTTPClient, cfg.telemetry(), "/oauth/token"), timeout: orDefault(cfg.Timeout, defaultLoginTimeout)},
+		req:   req,
 		retry: r,
 		log:   r.log,
 	}, nil

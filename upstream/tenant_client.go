@@ -63,23 +63,16 @@ func NewTenantClient(cfg TenantClientConfig) (*TenantClient, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upstream: %w", err)
 	}
-	if cfg.Timeout < 0 {
-		return nil, errors.New("upstream: negative Tenant Service Timeout")
-	}
-	tel, err := newTelemetry(TenantService, "tenant_service.fetch", cfg.telemetry())
-	if err != nil {
-		return nil, fmt.Errorf("upstream: %w", err)
-	}
-	r, err := newRetrier(TenantService, CodeTenantServiceUnavailable, retrySettings{
-		maxRetries: cfg.MaxRetries,
-		backoffMin: cfg.BackoffMin, backoffMax: cfg.BackoffMax,
+	req, r, err := cfg.build(callSetup{
+		upstream:       TenantService,
+		spanName:       "tenant_service.fetch",
+		exhausted:      CodeTenantServiceUnavailable,
+		defaultTimeout: defaultTenantTimeout,
+		urlTemplate:    "/tenants/{tenant}/credentials/{provider}",
 		// The contract gives the Tenant Service no separate rate-limit
 		// backoff: a 429 without Retry-After backs off like a 503.
-		rateLimitMin: orDefault(cfg.BackoffMin, defaultBackoffMin), rateLimitMax: orDefault(cfg.BackoffMax, defaultBackoffMax),
-		maxRetryAfter: cfg.MaxRetryAfter,
-		logger:        cfg.Logger,
-		telemetry:     tel,
-		breaker:       cfg.Breaker,
+		rateLimitMin: orDefault(cfg.BackoffMin, defaultBackoffMin),
+		rateLimitMax: orDefault(cfg.BackoffMax, defaultBackoffMax),
 	})
 	if err != nil {
 		return nil, err
@@ -92,7 +85,7 @@ func NewTenantClient(cfg TenantClientConfig) (*TenantClient, error) {
 		base:        base,
 		host:        hostKey(base),
 		serviceName: name,
-		req:         requester{client: newHTTPClient(cfg.HTTPClient, cfg.telemetry(), "/tenants/{tenant}/credentials/{provider}"), timeout: orDefault(cfg.Timeout, defaultTenantTimeout)},
+		req:         req,
 		retry:       r,
 		log:         r.log,
 	}, nil

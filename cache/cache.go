@@ -307,22 +307,50 @@ func (c *Cache) Get(ctx context.Context, key Key) (Token, error) {
 				return Token{}, e.err
 			}
 		} else if now.Before(e.usableUntil) {
-			stale := !now.Before(e.refreshAt)
-			if stale {
-				c.refreshAhead(ctx, key, e, now)
-			}
-			c.obs.Hit(key, e.usableUntil.Sub(now), stale)
-			if stale {
-				tagRequest(ctx, resultStaleHit)
-			} else {
-				tagRequest(ctx, resultHit)
-			}
-			return e.token, nil
+			return c.hit(ctx, key, e, now), nil
 		}
 	}
 	c.obs.Miss(key)
 	tagRequest(ctx, resultMiss)
 	return c.wait(ctx, key, false)
+}
+
+// Cached is Get's hit path alone: it returns key's cached token while it is
+// outside its safety margin, with the same effects as a hit of Get (the
+// refresh ahead of expiry past the refresh point, the Observer's Hit, the
+// caller's span tagged), and never waits. On anything else — no entry, an
+// expired token, a cached error — it returns false and does nothing: the
+// caller then calls Get, which counts the miss or the negative hit.
+//
+// It lets a caller skip what it prepares only for a wait (a deadline on
+// ctx) when the token is there. ctx is read only for its span.
+func (c *Cache) Cached(ctx context.Context, key Key) (Token, bool) {
+	item := c.items.Get(key)
+	if item == nil {
+		return Token{}, false
+	}
+	e := item.Value()
+	now := c.cfg.Now()
+	if e.err != nil || !now.Before(e.usableUntil) {
+		return Token{}, false
+	}
+	return c.hit(ctx, key, e, now), true
+}
+
+// hit serves e, a usable token, to a request: the refresh ahead of expiry
+// once past the refresh point, the Observer, the caller's span.
+func (c *Cache) hit(ctx context.Context, key Key, e *entry, now time.Time) Token {
+	stale := !now.Before(e.refreshAt)
+	if stale {
+		c.refreshAhead(ctx, key, e, now)
+	}
+	c.obs.Hit(key, e.usableUntil.Sub(now), stale)
+	if stale {
+		tagRequest(ctx, resultStaleHit)
+	} else {
+		tagRequest(ctx, resultHit)
+	}
+	return e.token
 }
 
 // Refresh drops key's token and fetches a new one, for a caller whose token

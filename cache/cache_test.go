@@ -622,3 +622,60 @@ func TestCloseRightAfterNewDoesNotLeak(t *testing.T) {
 		c.Close()
 	}
 }
+
+// Cached is Get's hit path without the wait: a hit (fresh or stale, with the
+// refresh ahead) has Get's effects; a miss, an expired token and a cached
+// error return false and count nothing, nor fetch.
+func TestCached(t *testing.T) {
+	c, src, clk, rec := newTestCache(t, 100*time.Second, nil)
+	if _, ok := c.Cached(context.Background(), tenantA); ok {
+		t.Fatal("Cached on an empty cache = true")
+	}
+	if rec.get("miss") != 0 || src.calls.Load() != 0 {
+		t.Fatalf("Cached on a miss counted %d misses, fetched %d times; want none", rec.get("miss"), src.calls.Load())
+	}
+	first := mustGet(t, c, tenantA)
+	tok, ok := c.Cached(context.Background(), tenantA)
+	if !ok || tok.AccessToken != first.AccessToken {
+		t.Fatalf("Cached = %q, %v; want %q, true", tok.AccessToken, ok, first.AccessToken)
+	}
+	if rec.get("hit") != 1 || rec.get("stale") != 0 {
+		t.Fatalf("hits=%d stale=%d, want 1, 0", rec.get("hit"), rec.get("stale"))
+	}
+
+	// Past the refresh point: still served, reported stale, one refresh.
+	clk.Advance(80 * time.Second)
+	if tok, ok := c.Cached(context.Background(), tenantA); !ok || tok.AccessToken != first.AccessToken {
+		t.Fatalf("Cached past the refresh point = %q, %v; want the current token", tok.AccessToken, ok)
+	}
+	if rec.get("stale") != 1 || rec.get("refresh_ahead") != 1 {
+		t.Fatalf("stale=%d refresh_ahead=%d, want 1, 1", rec.get("stale"), rec.get("refresh_ahead"))
+	}
+	waitFor(t, "the refreshed token", func() bool {
+		tok, ok := c.Cached(context.Background(), tenantA)
+		return ok && tok.AccessToken != first.AccessToken
+	})
+
+	// Inside the margin: nothing usable, nothing counted.
+	hits := rec.get("hit")
+	clk.Advance(95 * time.Second)
+	if _, ok := c.Cached(context.Background(), tenantA); ok {
+		t.Fatal("Cached served a token inside its safety margin")
+	}
+	if rec.get("hit") != hits || rec.get("miss") != 1 {
+		t.Fatalf("hits=%d misses=%d after an unusable token, want %d, 1", rec.get("hit"), rec.get("miss"), hits)
+	}
+
+	// A cached error is Get's to answer.
+	other := Key{Provider: "genesys", Tenant: "b"}
+	src.setErr(errNotFound)
+	if _, err := c.Get(context.Background(), other); !errors.Is(err, errNotFound) {
+		t.Fatalf("Get = %v, want not found", err)
+	}
+	if _, ok := c.Cached(context.Background(), other); ok {
+		t.Fatal("Cached = true for a cached error")
+	}
+	if rec.get("negative") != 0 {
+		t.Fatalf("Cached counted %d negative hits, want 0", rec.get("negative"))
+	}
+}

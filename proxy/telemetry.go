@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/labstack/echo/v4"
 	"go.opentelemetry.io/otel/attribute"
@@ -20,12 +21,13 @@ const instrumentationName = "github.com/token-sidecar/token-sidecar/proxy"
 // writes the answer. It
 //
 //   - names the request after its echo route, for the otelhttp handler that
-//     cmd wraps around each listener: it sets http.Request.Pattern, which
+//     cmd may wrap around a listener: it sets http.Request.Pattern, which
 //     otelhttp reads after the handler returns to name the server span
 //     ("GET /token") and to label http.server.request.duration with
 //     http.route, and, when the span records, sets the span's http.route
 //     attribute at once;
-//   - counts the answer in m, unless m is nil.
+//   - counts the answer in m and records its latency, from the entry into
+//     this middleware to the handler's return, unless m is nil.
 //
 // Pattern rather than otelhttp's Labeler: the request is the one otelhttp
 // handed to echo (requestLog does not replace it), and setting a field
@@ -37,6 +39,10 @@ const instrumentationName = "github.com/token-sidecar/token-sidecar/proxy"
 func observe(m *requestMetrics) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
+			var start time.Time
+			if m != nil {
+				start = time.Now()
+			}
 			if route := c.Path(); route != "" {
 				req := c.Request()
 				req.Pattern = route
@@ -47,7 +53,7 @@ func observe(m *requestMetrics) echo.MiddlewareFunc {
 			}
 			err := next(c)
 			if m != nil {
-				m.count(c, err)
+				m.count(c, err, start)
 			}
 			return err
 		}
@@ -56,17 +62,37 @@ func observe(m *requestMetrics) echo.MiddlewareFunc {
 
 // requestMetrics counts the token listener's answers as
 // token_sidecar.token.requests{http.route, http.response.status_code,
-// error.type}. It is safe for concurrent use.
+// error.type} and records their latency, with the same attributes, as
+// token_sidecar.token.request.duration (seconds, Config.LatencyBuckets).
+// With tenantLabel the counter, not the histogram, is also labelled with the
+// tenant. It is safe for concurrent use.
+//
+// The duration histogram is the token API's latency metric: cmd does not put
+// otelhttp's http.server.request.duration on the token listener, whose cost
+// per cached token is several times that of this one.
 type requestMetrics struct {
 	requests    metric.Int64Counter
+	duration    metric.Float64Histogram
 	tenantLabel bool
 
 	// opts is a copy-on-write map from an answer's labels to its prepared
-	// option slice: a repeated answer (every cached token) is counted
+	// options: a repeated answer (every cached token) is counted and timed
 	// without allocating. The key space is small and bounded: routes ×
 	// statuses × codes.
-	opts atomic.Pointer[map[answerLabels][]metric.AddOption]
+	opts atomic.Pointer[map[answerLabels]answerOptions]
 	mu   sync.Mutex
+}
+
+// answerOptions are the measurement options of one answer: one attribute
+// set, as an option of both instruments.
+type answerOptions struct {
+	add    []metric.AddOption
+	record []metric.RecordOption
+}
+
+func newAnswerOptions(set attribute.Set) answerOptions {
+	o := metric.WithAttributeSet(set)
+	return answerOptions{add: []metric.AddOption{o}, record: []metric.RecordOption{o}}
 }
 
 type answerLabels struct {
@@ -76,7 +102,7 @@ type answerLabels struct {
 }
 
 // newRequestMetrics returns nil when mp is nil: no metrics.
-func newRequestMetrics(mp metric.MeterProvider, tenantLabel bool) (*requestMetrics, error) {
+func newRequestMetrics(mp metric.MeterProvider, tenantLabel bool, buckets []float64) (*requestMetrics, error) {
 	if mp == nil {
 		return nil, nil
 	}
@@ -86,15 +112,25 @@ func newRequestMetrics(mp metric.MeterProvider, tenantLabel bool) (*requestMetri
 	if err != nil {
 		return nil, err
 	}
-	m := &requestMetrics{requests: c, tenantLabel: tenantLabel}
-	empty := map[answerLabels][]metric.AddOption{}
+	hopts := []metric.Float64HistogramOption{metric.WithUnit("s"),
+		metric.WithDescription("Latency of the token listener's answers, from routing to the handler's return, by route, HTTP status and error code (error.type, absent on success).")}
+	if buckets != nil {
+		hopts = append(hopts, metric.WithExplicitBucketBoundaries(buckets...))
+	}
+	d, err := mp.Meter(instrumentationName).Float64Histogram("token_sidecar.token.request.duration", hopts...)
+	if err != nil {
+		return nil, err
+	}
+	m := &requestMetrics{requests: c, duration: d, tenantLabel: tenantLabel}
+	empty := map[answerLabels]answerOptions{}
 	m.opts.Store(&empty)
 	return m, nil
 }
 
-// count counts one answer: err is the handler's error, not yet written,
-// which it classifies the way the error handler will.
-func (m *requestMetrics) count(c echo.Context, err error) {
+// count counts one answer and records its latency since start: err is the
+// handler's error, not yet written, which it classifies the way the error
+// handler will.
+func (m *requestMetrics) count(c echo.Context, err error, start time.Time) {
 	l := answerLabels{route: c.Path(), status: c.Response().Status}
 	tenant := ""
 	if err != nil {
@@ -106,34 +142,38 @@ func (m *requestMetrics) count(c echo.Context, err error) {
 	} else if m.tenantLabel {
 		tenant, _ = c.Get(logTenantKey).(string)
 	}
-	m.add(l, tenant)
-}
-
-func (m *requestMetrics) add(l answerLabels, tenant string) {
+	o := m.options(l)
 	ctx := context.Background()
 	if m.tenantLabel {
+		// The tenant goes on the counter only, never on the histogram
+		// (cardinality times the buckets).
 		attrs := append(l.attributes(), attribute.String("tenant", tenant))
 		m.requests.Add(ctx, 1, metric.WithAttributeSet(attribute.NewSet(attrs...)))
-		return
+	} else {
+		m.requests.Add(ctx, 1, o.add...)
 	}
+	m.duration.Record(ctx, time.Since(start).Seconds(), o.record...)
+}
+
+// options returns the prepared options of an answer's labels.
+func (m *requestMetrics) options(l answerLabels) answerOptions {
 	if o, ok := (*m.opts.Load())[l]; ok {
-		m.requests.Add(ctx, 1, o...)
-		return
+		return o
 	}
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	old := *m.opts.Load()
 	o, ok := old[l]
 	if !ok {
-		o = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(l.attributes()...))}
-		next := make(map[answerLabels][]metric.AddOption, len(old)+1)
+		o = newAnswerOptions(attribute.NewSet(l.attributes()...))
+		next := make(map[answerLabels]answerOptions, len(old)+1)
 		for k, v := range old {
 			next[k] = v
 		}
 		next[l] = o
 		m.opts.Store(&next)
 	}
-	m.mu.Unlock()
-	m.requests.Add(ctx, 1, o...)
+	return o
 }
 
 func (l answerLabels) attributes() []attribute.KeyValue {

@@ -2,8 +2,10 @@ package proxy
 
 import (
 	"context"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -11,6 +13,7 @@ import (
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/attribute"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -88,6 +91,12 @@ func TestTokenRequestsAreCountedByRouteStatusAndCode(t *testing.T) {
 		"token_sidecar.token.requests{error.type=NOT_FOUND,http.response.status_code=404}":                                 1,
 		"token_sidecar.token.requests{error.type=METHOD_NOT_ALLOWED,http.response.status_code=405,http.route=/token}":      1,
 	}
+	// The latency of every answer, with the counter's attributes.
+	durations := map[string]float64{}
+	for k, v := range want {
+		durations["token_sidecar.token.request.duration"+strings.TrimPrefix(k, "token_sidecar.token.requests")] = v
+	}
+	maps.Copy(want, durations)
 	for k, v := range want {
 		if got[k] != v {
 			t.Errorf("%s = %v, want %v", k, got[k], v)
@@ -110,6 +119,9 @@ func TestTokenRequestsTenantLabel(t *testing.T) {
 	for _, k := range []string{
 		"token_sidecar.token.requests{http.response.status_code=200,http.route=/token,tenant=acme}",
 		"token_sidecar.token.requests{error.type=CREDENTIALS_NOT_FOUND,http.response.status_code=404,http.route=/token,tenant=gone}",
+		// Never the tenant on the histogram.
+		"token_sidecar.token.request.duration{http.response.status_code=200,http.route=/token}",
+		"token_sidecar.token.request.duration{error.type=CREDENTIALS_NOT_FOUND,http.response.status_code=404,http.route=/token}",
 	} {
 		if got[k] != 1 {
 			t.Errorf("%s = %v, want 1 (all: %v)", k, got[k], got)
@@ -161,16 +173,23 @@ func TestRouteNamesOtelhttpSpansAndMetrics(t *testing.T) {
 	}
 }
 
-// BenchmarkTokenHitInstrumented is BenchmarkTokenHit with telemetry as cmd
-// runs it when no exporter is configured: the answer counter on, and the
-// otelhttp server wrapper with a tracer that records nothing but still gives
-// every request IDs for its log lines. Compare with BenchmarkTokenHit for the
-// cost of telemetry on the cached-token path.
+// BenchmarkTokenHitInstrumented is BenchmarkTokenHit with the metrics on
+// (the answer counter and the duration histogram), as cmd runs it:
+//
+//   - metrics: no trace exporter configured, no otelhttp (cmd's default);
+//   - metrics+otelhttp-spans: a trace exporter configured, otelhttp for the
+//     server spans but without its metrics (here with a tracer that records
+//     nothing, to show otelhttp's own cost);
+//   - metrics+otelhttp: otelhttp with its http.server.request.duration, as
+//     cmd used to wrap the token listener, for comparison.
+//
+// Compare with BenchmarkTokenHit for the cost of telemetry on the
+// cached-token path.
 func BenchmarkTokenHitInstrumented(b *testing.B) {
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.NeverSample()))
 	inner, err := NewTokenHandler(Config{Cache: &hitCache{tok: testToken()}, RequireRequestHeader: true,
-		Now: func() time.Time { return testNow }, MeterProvider: mp})
+		Now: func() time.Time { return testNow }, MeterProvider: mp, LatencyBuckets: []float64{0.0005, 0.001, 0.0025, 0.005, 0.01}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -178,8 +197,10 @@ func BenchmarkTokenHitInstrumented(b *testing.B) {
 		name string
 		h    http.Handler
 	}{
-		{"counter", inner},
-		{"counter+otelhttp", otelhttp.NewHandler(inner, "token", otelhttp.WithTracerProvider(tp),
+		{"metrics", inner},
+		{"metrics+otelhttp-spans", otelhttp.NewHandler(inner, "token", otelhttp.WithTracerProvider(tp),
+			otelhttp.WithMeterProvider(metricnoop.NewMeterProvider()), otelhttp.WithPropagators(propagation.TraceContext{}))},
+		{"metrics+otelhttp", otelhttp.NewHandler(inner, "token", otelhttp.WithTracerProvider(tp),
 			otelhttp.WithMeterProvider(mp), otelhttp.WithPropagators(propagation.TraceContext{}))},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
@@ -194,4 +215,44 @@ func BenchmarkTokenHitInstrumented(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestTokenRequestDurationAllocatesNothing: a repeated answer is counted and
+// timed with the prepared options of the copy-on-write map.
+func TestTokenRequestDurationAllocatesNothing(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	m, err := newRequestMetrics(mp, false, []float64{0.001, 0.01})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newEcho().NewContext(tokenRequest(http.MethodGet, "/token"), httptest.NewRecorder())
+	c.SetPath("/token")
+	c.Response().Status = http.StatusOK
+	start := time.Now()
+	m.count(c, nil, start) // prepares the options
+	if n := testing.AllocsPerRun(100, func() { m.count(c, nil, start) }); n != 0 {
+		t.Errorf("count allocates %v times per answer, want 0", n)
+	}
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	for _, sm := range rm.ScopeMetrics {
+		for _, mt := range sm.Metrics {
+			if mt.Name != "token_sidecar.token.request.duration" {
+				continue
+			}
+			if mt.Unit != "s" {
+				t.Errorf("unit %q, want s", mt.Unit)
+			}
+			h := mt.Data.(metricdata.Histogram[float64])
+			// One answer, AllocsPerRun's warm-up run and its 100.
+			if len(h.DataPoints) != 1 || h.DataPoints[0].Count != 102 || !slices.Equal(h.DataPoints[0].Bounds, []float64{0.001, 0.01}) {
+				t.Errorf("data points %+v, want one with 102 answers and the buckets 0.001, 0.01", h.DataPoints)
+			}
+			return
+		}
+	}
+	t.Error("no token_sidecar.token.request.duration")
 }

@@ -31,6 +31,15 @@ type TokenCache interface {
 	Refresh(ctx context.Context, key cache.Key) (cache.Token, error)
 }
 
+// cachedTokens is the optional fast path of a TokenCache (*cache.Cache has
+// it): the cached token when there is a usable one, with the effects of a hit
+// of Get, and false, with no effect, otherwise. It must not block. A cache
+// hit is answered through it without the request-timeout context, whose
+// timer is the cost of a hit otherwise.
+type cachedTokens interface {
+	Cached(ctx context.Context, key cache.Key) (cache.Token, bool)
+}
+
 // defaultRequestTimeout is Config.RequestTimeout's zero value: the contract's
 // default of -request-timeout.
 const defaultRequestTimeout = 15 * time.Second
@@ -78,15 +87,22 @@ type Config struct {
 	Logger *slog.Logger
 
 	// MeterProvider receives token_sidecar.token.requests, the answers by
-	// route, status and error code. Nil means no metrics. Tracing needs no
-	// field: cmd wraps the handler in otelhttp, and the route middleware
-	// names its spans.
+	// route, status and error code, and token_sidecar.token.request.duration,
+	// their latency. Nil means no metrics. Tracing needs no field: cmd wraps
+	// the handler in otelhttp when spans are recorded, and the route
+	// middleware names its spans.
 	MeterProvider metric.MeterProvider
 
-	// MetricsTenantLabel adds the tenant to token_sidecar.token.requests.
-	// False, the zero value, keeps the cardinality independent of the
-	// number of tenants.
+	// MetricsTenantLabel adds the tenant to token_sidecar.token.requests
+	// (never to the duration histogram). False, the zero value, keeps the
+	// cardinality independent of the number of tenants.
 	MetricsTenantLabel bool
+
+	// LatencyBuckets are the bucket boundaries, in seconds, of
+	// token_sidecar.token.request.duration. Nil leaves them to the meter
+	// provider (its views, else the SDK's default, which is sized for
+	// milliseconds).
+	LatencyBuckets []float64
 
 	// Now is the clock that expires_in and expires_at are computed from.
 	// Nil means time.Now.
@@ -125,7 +141,7 @@ func NewTokenHandler(cfg Config) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	metrics, err := newRequestMetrics(cfg.MeterProvider, cfg.MetricsTenantLabel)
+	metrics, err := newRequestMetrics(cfg.MeterProvider, cfg.MetricsTenantLabel, cfg.LatencyBuckets)
 	if err != nil {
 		return nil, err
 	}
@@ -143,6 +159,7 @@ func NewTokenHandler(cfg Config) (http.Handler, error) {
 		hdrNoStore: []string{"no-store"},
 		hdrNoCache: []string{"no-cache"},
 	}
+	h.cached, _ = cfg.Cache.(cachedTokens)
 	if h.timeout == 0 {
 		h.timeout = defaultRequestTimeout
 	}
@@ -169,6 +186,7 @@ func orDiscard(l *slog.Logger) *slog.Logger {
 // tokenHandlers serve the token API. Immutable after NewTokenHandler.
 type tokenHandlers struct {
 	cache   TokenCache
+	cached  cachedTokens // cache's fast path; nil when it has none
 	rules   *tenantRules
 	timeout time.Duration
 	now     func() time.Time
@@ -186,7 +204,8 @@ func (h *tokenHandlers) getToken(c echo.Context) error { return h.serve(c, false
 func (h *tokenHandlers) refreshToken(c echo.Context) error { return h.serve(c, true) }
 
 // serve resolves the key, asks the cache within the request timeout and
-// writes the token. A bool rather than a method value picks Get or Refresh,
+// writes the token. A token the cache holds is taken without the timeout
+// (cachedTokens), which only a wait needs. A bool rather than a method value picks Get or Refresh,
 // as a method value would allocate on every request.
 func (h *tokenHandlers) serve(c echo.Context, refresh bool) error {
 	req := c.Request()
@@ -194,14 +213,20 @@ func (h *tokenHandlers) serve(c echo.Context, refresh bool) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(req.Context(), h.timeout)
 	var tok cache.Token
-	if refresh {
-		tok, err = h.cache.Refresh(ctx, key)
-	} else {
-		tok, err = h.cache.Get(ctx, key)
+	hit := false
+	if !refresh && h.cached != nil {
+		tok, hit = h.cached.Cached(req.Context(), key)
 	}
-	cancel()
+	if !hit {
+		ctx, cancel := context.WithTimeout(req.Context(), h.timeout)
+		if refresh {
+			tok, err = h.cache.Refresh(ctx, key)
+		} else {
+			tok, err = h.cache.Get(ctx, key)
+		}
+		cancel()
+	}
 	if err != nil {
 		return &apiError{tenant: key.Tenant, provider: key.Provider, err: err}
 	}

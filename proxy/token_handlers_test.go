@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -665,11 +666,75 @@ func TestConcurrentRequests(t *testing.T) {
 }
 
 // hitCache always has the token: the cached path, without the fake's
-// bookkeeping.
+// bookkeeping. Like *cache.Cache, it has the Cached fast path.
 type hitCache struct{ tok cache.Token }
 
 func (c *hitCache) Get(context.Context, cache.Key) (cache.Token, error)     { return c.tok, nil }
 func (c *hitCache) Refresh(context.Context, cache.Key) (cache.Token, error) { return c.tok, nil }
+func (c *hitCache) Cached(context.Context, cache.Key) (cache.Token, bool)   { return c.tok, true }
+
+// fastPathCache is a fakeCache with the Cached fast path of *cache.Cache.
+type fastPathCache struct {
+	*fakeCache
+	has    bool
+	cached atomic.Int64
+}
+
+func (f *fastPathCache) Cached(ctx context.Context, key cache.Key) (cache.Token, bool) {
+	f.cached.Add(1)
+	f.record(key)
+	if !f.has {
+		return cache.Token{}, false
+	}
+	if _, ok := ctx.Deadline(); ok {
+		panic("Cached got the request-timeout context")
+	}
+	return testToken(), true
+}
+
+// TestCachedFastPath: a GET /token the cache holds is answered by Cached,
+// without Get; one it does not falls back to Get, within the request
+// timeout; POST /token/refresh never asks Cached.
+func TestCachedFastPath(t *testing.T) {
+	withDeadline := func(ctx context.Context, _ cache.Key) (cache.Token, error) {
+		if _, ok := ctx.Deadline(); !ok {
+			return cache.Token{}, errors.New("no deadline on the cache's context")
+		}
+		return testToken(), nil
+	}
+	for _, tc := range []struct {
+		name             string
+		has              bool
+		method, target   string
+		cached, gets, rs int64
+	}{
+		{"hit", true, http.MethodGet, "/token?tenant=acme", 1, 0, 0},
+		{"miss", false, http.MethodGet, "/token?tenant=acme", 1, 1, 0},
+		{"refresh", true, http.MethodPost, "/token/refresh?tenant=acme", 0, 0, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fc := &fastPathCache{fakeCache: &fakeCache{get: withDeadline, refresh: withDeadline}, has: tc.has}
+			h, err := NewTokenHandler(Config{Cache: fc, RequireRequestHeader: true, Now: func() time.Time { return testNow }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := serve(h, tokenRequest(tc.method, tc.target))
+			if rec.Code != http.StatusOK {
+				t.Fatalf("status %d: %s", rec.Code, rec.Body)
+			}
+			if got := decodeToken(t, rec); got.AccessToken != testToken().AccessToken {
+				t.Errorf("access_token %q", got.AccessToken)
+			}
+			if fc.cached.Load() != tc.cached || fc.gets.Load() != tc.gets || fc.refreshes.Load() != tc.rs {
+				t.Errorf("Cached %d, Get %d, Refresh %d; want %d, %d, %d",
+					fc.cached.Load(), fc.gets.Load(), fc.refreshes.Load(), tc.cached, tc.gets, tc.rs)
+			}
+			if k := fc.lastKey(t); k != (cache.Key{Provider: "genesys", Tenant: "acme"}) {
+				t.Errorf("key %v", k)
+			}
+		})
+	}
+}
 
 // BenchmarkTokenHit measures GET /token answered from the cache, through the
 // whole echo handler. About half of its allocations are the recorder's.

@@ -10,8 +10,9 @@ import (
 // traceLogHandler adds trace_id and span_id to every record logged with a
 // context that holds a valid span context, so that a request's log lines can
 // be found from its trace and back. The IDs come from the server span of
-// the request (or the caller's traceparent when tracing is off), or from
-// the upstream call span for the upstream clients' lines.
+// the request, or from the upstream call span for the upstream clients'
+// lines. When no span is recorded (no trace exporter), the token listener
+// has no server span (wrapTokenHandler): its request lines carry no IDs.
 type traceLogHandler struct {
 	slog.Handler
 }

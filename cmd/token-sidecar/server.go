@@ -136,6 +136,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		Logger:               logger,
 		MeterProvider:        tel.meter(),
 		MetricsTenantLabel:   cfg.MetricsTenantLabel,
+		LatencyBuckets:       upstream.LatencyBuckets,
 		APITransport:         tel.wrapClientTransport(proxy.NewAPITransport(), "genesys_api"),
 	})
 	if err != nil {
@@ -163,7 +164,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		tokenLn.Close()
 		return fmt.Errorf("admin listener: %w", err)
 	}
-	tokenSrv := newHTTPServer(tel.wrapHandler(tokenHandler, "token"), cfg.RequestTimeout+writeTimeoutSlack, logger)
+	tokenSrv := newHTTPServer(tel.wrapTokenHandler(tokenHandler), cfg.RequestTimeout+writeTimeoutSlack, logger)
 	adminSrv := newHTTPServer(tel.wrapHandler(adminHandler, "admin"), readTimeout, logger)
 
 	serveErr := make(chan error, 2)

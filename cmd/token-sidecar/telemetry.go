@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -274,9 +275,28 @@ func parseResourceAttributes(s string) (attrs []attribute.KeyValue, bad int) {
 // not traced: they are polled every few seconds and say nothing about a
 // token request.
 func (t *telemetry) wrapHandler(h http.Handler, operation string) http.Handler {
+	return t.otelHandler(h, operation, t.meterProvider)
+}
+
+// wrapTokenHandler instruments the token listener, where a cached token is
+// answered in a few microseconds and otelhttp would be the largest part of
+// its cost. Its latency is proxy's token_sidecar.token.request.duration, not
+// otelhttp's http.server.request.duration. When some span processor records
+// spans, otelhttp still makes the server spans, without its metrics. When
+// none does, the handler is not wrapped at all: no span would be recorded,
+// so requests get no trace or span ID (their log lines none either), and a
+// caller's traceparent is not continued.
+func (t *telemetry) wrapTokenHandler(h http.Handler) http.Handler {
+	if t.spanProcessors == 0 {
+		return h
+	}
+	return t.otelHandler(h, "token", metricnoop.NewMeterProvider())
+}
+
+func (t *telemetry) otelHandler(h http.Handler, operation string, mp metric.MeterProvider) http.Handler {
 	return otelhttp.NewHandler(h, operation,
 		otelhttp.WithTracerProvider(t.tracerProvider),
-		otelhttp.WithMeterProvider(t.meterProvider),
+		otelhttp.WithMeterProvider(mp),
 		otelhttp.WithPropagators(t.propagator),
 		otelhttp.WithFilter(func(r *http.Request) bool {
 			switch r.URL.Path {

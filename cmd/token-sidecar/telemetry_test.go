@@ -23,6 +23,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/protobuf/proto"
 
@@ -145,10 +146,10 @@ func TestTelemetryOfAScriptedRun(t *testing.T) {
 		"token_sidecar.cache.entries{}":                            2, // acme's token, ghost's negative entry
 		"token_sidecar.token.remaining_lifetime{provider=genesys}": 2,
 
-		"token_sidecar.token.requests{http.response.status_code=200,http.route=/token}":                                  3,
-		"token_sidecar.token.requests{error.type=CREDENTIALS_NOT_FOUND,http.response.status_code=404,http.route=/token}": 1,
-		"http.server.request.duration{http.response.status_code=200,http.route=/token}":                                  3,
-		"http.server.request.duration{http.response.status_code=404,http.route=/token}":                                  1,
+		"token_sidecar.token.requests{http.response.status_code=200,http.route=/token}":                                          3,
+		"token_sidecar.token.requests{error.type=CREDENTIALS_NOT_FOUND,http.response.status_code=404,http.route=/token}":         1,
+		"token_sidecar.token.request.duration{http.response.status_code=200,http.route=/token}":                                  3,
+		"token_sidecar.token.request.duration{error.type=CREDENTIALS_NOT_FOUND,http.response.status_code=404,http.route=/token}": 1,
 
 		"token_sidecar.upstream.requests{outcome=ok,upstream=tenant_service}":                            1,
 		"token_sidecar.upstream.requests{outcome=CREDENTIALS_NOT_FOUND,upstream=tenant_service}":         1,
@@ -289,6 +290,56 @@ func TestNoOTELVariablesNoExporter(t *testing.T) {
 	}
 	if !strings.Contains(s.stderr.String(), `"telemetry_exporters":[]`) {
 		t.Errorf("start line does not say that nothing is exported:\n%s", s.stderr)
+	}
+}
+
+// TestTokenListenerTelemetry: without a span processor the token listener
+// is not wrapped in otelhttp (no trace or span ID, the caller's traceparent
+// not continued); with one, otelhttp makes the server spans, continuing the
+// caller's trace, without http.server.request.duration.
+func TestTokenListenerTelemetry(t *testing.T) {
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	for _, tracing := range []bool{false, true} {
+		spans := tracetest.NewSpanRecorder()
+		reader := sdkmetric.NewManualReader()
+		opts := telemetryOptions{metricReaders: []sdkmetric.Reader{reader}}
+		if tracing {
+			opts.spanProcessors = []sdktrace.SpanProcessor{spans}
+		}
+		tel, err := newTelemetry(context.Background(), func(string) string { return "" }, discardLogger(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got trace.SpanContext
+		h := tel.wrapTokenHandler(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+			got = trace.SpanContextFromContext(r.Context())
+		}))
+		r := httptest.NewRequest(http.MethodGet, "/token", nil)
+		r.Header.Set("traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
+		h.ServeHTTP(httptest.NewRecorder(), r)
+		if !tracing {
+			if got.IsValid() {
+				t.Errorf("tracing off: the request has span context %v, want none (no otelhttp)", got)
+			}
+		} else {
+			if got.TraceID().String() != traceID || len(spans.Ended()) != 1 {
+				t.Errorf("tracing on: trace %s, %d spans; want the caller's trace %s and one span", got.TraceID(), len(spans.Ended()), traceID)
+			}
+		}
+		var rm metricdata.ResourceMetrics
+		if err := reader.Collect(context.Background(), &rm); err != nil {
+			t.Fatal(err)
+		}
+		for _, sm := range rm.ScopeMetrics {
+			for _, m := range sm.Metrics {
+				if strings.HasPrefix(m.Name, "http.server.") {
+					t.Errorf("tracing %v: otelhttp recorded %s for the token listener", tracing, m.Name)
+				}
+			}
+		}
+		if err := tel.shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
@@ -638,7 +689,7 @@ func TestMetricsEndpointNames(t *testing.T) {
 		"token_sidecar_upstream_request_duration_seconds_bucket",
 		"token_sidecar_upstream_attempt_duration_seconds_bucket",
 		"token_sidecar_upstream_retries_total",
-		"http_server_request_duration_seconds_bucket",
+		"token_sidecar_token_request_duration_seconds_bucket",
 		"go_goroutines",
 		"process_resident_memory_bytes",
 		"target_info",
@@ -651,6 +702,14 @@ func TestMetricsEndpointNames(t *testing.T) {
 		if strings.Contains(text, bad) {
 			t.Errorf("/metrics contains %q", bad)
 		}
+	}
+	// The token API's latency has the latency buckets (a view), and
+	// otelhttp does not measure the token listener a second time.
+	if !regexp.MustCompile(`(?m)^token_sidecar_token_request_duration_seconds_bucket\{[^}]*le="0\.0005"`).MatchString(text) {
+		t.Error("token_sidecar_token_request_duration_seconds lacks the 0.5 ms bucket of upstream.LatencyBuckets")
+	}
+	if regexp.MustCompile(`(?m)^http_server_request_duration_seconds_bucket\{[^}]*http_route="/token`).MatchString(text) {
+		t.Error("/metrics has http_server_request_duration_seconds for the token listener")
 	}
 }
 

@@ -270,13 +270,25 @@ func (c *LoginClient) classify(o *outcome) verdict {
 			return verdict{retry: true, rateLimited: true, reason: "rate limit exceeded", oauthError: word,
 				retryAfter: retryAfter(o.header, c.retry.now())}
 		}
-		if s == http.StatusUnauthorized || oe.Error != "" {
+		if s == http.StatusUnauthorized || (s == http.StatusBadRequest && rejectsClient(oe.Error)) {
 			return verdict{code: CodeOAuthInvalidGrant, reason: reason, oauthError: word}
 		}
-		return verdict{code: CodeOAuthExchangeFailed, reason: reason}
+		return verdict{code: CodeOAuthExchangeFailed, reason: reason, oauthError: word}
 	default:
 		return verdict{code: CodeUpstreamInvalidResponse, reason: reason, cause: fmt.Errorf("unexpected HTTP %d", s)}
 	}
+}
+
+// rejectsClient reports the OAuth errors with which Genesys refuses the
+// client itself (contract: 502 OAUTH_INVALID_GRANT, cached briefly). Any
+// other 4xx, such as a misrouted login URL's 404, is an exchange failure:
+// calling it a bad client would send operators after the wrong problem.
+func rejectsClient(oauthError string) bool {
+	switch oauthError {
+	case "invalid_client", "unauthorized_client", "invalid_grant":
+		return true
+	}
+	return false
 }
 
 // oauthErrorBody is a Genesys error answer. Genesys sends both description

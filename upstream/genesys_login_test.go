@@ -117,16 +117,16 @@ func TestExchangeRejectedClient(t *testing.T) {
 		}, loginCreds(), "invalid_grant", CodeOAuthInvalidGrant, 400},
 		{"403 naming an OAuth error", func(l *upstreamtest.Login) {
 			l.Script(loginID, upstreamtest.Step{Status: 403, Body: jsonBody(`{"error":"access_denied"}`)})
-		}, loginCreds(), "access_denied", CodeOAuthInvalidGrant, 403},
+		}, loginCreds(), "access_denied", CodeOAuthExchangeFailed, 403},
 		{"400 invalid_request, not a rate limit", func(l *upstreamtest.Login) {
 			l.Script(loginID, upstreamtest.Step{Status: 400, Body: jsonBody(`{"error":"invalid_request","description":"bad request"}`)})
-		}, loginCreds(), "invalid_request", CodeOAuthInvalidGrant, 400},
+		}, loginCreds(), "invalid_request", CodeOAuthExchangeFailed, 400},
 		{"400 from a gateway, no OAuth error", func(l *upstreamtest.Login) {
 			l.Script(loginID, upstreamtest.Step{Status: 400, Body: []byte("<html>bad request</html>")})
 		}, loginCreds(), "", CodeOAuthExchangeFailed, 400},
 		{"400 with an unknown error word", func(l *upstreamtest.Login) {
 			l.Script(loginID, upstreamtest.Step{Status: 400, Body: jsonBody(`{"error":"Secret sauce"}`)})
-		}, loginCreds(), "", CodeOAuthInvalidGrant, 400},
+		}, loginCreds(), "", CodeOAuthExchangeFailed, 400},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

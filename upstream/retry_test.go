@@ -163,7 +163,7 @@ func TestLoginClassification(t *testing.T) {
 		{400, nil, `{"error":"invalid_request","description":"rate limit exceeded; x"}`, true, true, "", "invalid_request", 0},
 		{400, ra, `{"error":"invalid_request","error_description":"  RATE LIMIT EXCEEDED"}`, true, true, "", "invalid_request", 4 * time.Second},
 		{400, nil, `{"error":"invalid_client","description":"rate limit exceeded"}`, false, false, CodeOAuthInvalidGrant, "invalid_client", 0},
-		{400, nil, `{"error":"invalid_request","description":"the rate limit exceeded"}`, false, false, CodeOAuthInvalidGrant, "invalid_request", 0},
+		{400, nil, `{"error":"invalid_request","description":"the rate limit exceeded"}`, false, false, CodeOAuthExchangeFailed, "invalid_request", 0},
 		{400, nil, `not json`, false, false, CodeOAuthExchangeFailed, "", 0},
 		{401, nil, ``, false, false, CodeOAuthInvalidGrant, "", 0},
 		{403, nil, `{}`, false, false, CodeOAuthExchangeFailed, "", 0},

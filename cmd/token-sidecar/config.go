@@ -221,19 +221,19 @@ func (c config) breaker() upstream.BreakerConfig {
 // checkBaseURL accepts an absolute http(s) URL without credentials, query or
 // fragment.
 func checkBaseURL(raw string) error {
+	// The URL is never quoted back: a misconfigured one may hold a password.
 	u, err := url.Parse(raw)
 	if err != nil {
 		return errors.New("not a URL")
 	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("%q is not an absolute http(s) URL", raw)
-	}
 	if u.User != nil {
-		// Never echo it: it holds a password.
 		return errors.New("must not carry user:password (it would be logged)")
 	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return errors.New("not an absolute http(s) URL")
+	}
 	if u.RawQuery != "" || u.Fragment != "" {
-		return fmt.Errorf("%q must not have a query or fragment", raw)
+		return errors.New("must not have a query or fragment")
 	}
 	return nil
 }

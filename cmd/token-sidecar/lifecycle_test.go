@@ -144,15 +144,17 @@ func TestConfigurationErrors(t *testing.T) {
 		env  map[string]string
 		want string
 	}{
-		"no tenant service":   {nil, nil, "SIDECAR_TENANT_SERVICE_URL is required"},
-		"bad url":             {[]string{"-tenant-service-url", "ftp://x"}, nil, "not an absolute http(s) URL"},
-		"bad env duration":    {[]string{"-demo"}, map[string]string{"SIDECAR_REQUEST_TIMEOUT": "soon"}, "SIDECAR_REQUEST_TIMEOUT"},
-		"bad default tenant":  {[]string{"-demo", "-default-tenant", "../x"}, nil, "-default-tenant"},
-		"bad allowed tenant":  {[]string{"-demo", "-allowed-tenants", "ok,not ok"}, nil, "-allowed-tenants"},
-		"capacity":            {[]string{"-demo", "-cache-capacity", "0"}, nil, "-cache-capacity"},
-		"same listeners":      {[]string{"-demo", "-listen", "127.0.0.1:1", "-admin-listen", "127.0.0.1:1"}, nil, "must differ"},
-		"refresh-at":          {[]string{"-demo", "-refresh-at", "1.5"}, nil, "-refresh-at"},
-		"url with a password": {[]string{"-tenant-service-url", "http://u:hunter2@ts"}, nil, "user:password"},
+		"no tenant service":       {nil, nil, "SIDECAR_TENANT_SERVICE_URL is required"},
+		"bad url":                 {[]string{"-tenant-service-url", "ftp://x"}, nil, "not an absolute http(s) URL"},
+		"bad env duration":        {[]string{"-demo"}, map[string]string{"SIDECAR_REQUEST_TIMEOUT": "soon"}, "SIDECAR_REQUEST_TIMEOUT"},
+		"bad default tenant":      {[]string{"-demo", "-default-tenant", "../x"}, nil, "-default-tenant"},
+		"bad allowed tenant":      {[]string{"-demo", "-allowed-tenants", "ok,not ok"}, nil, "-allowed-tenants"},
+		"capacity":                {[]string{"-demo", "-cache-capacity", "0"}, nil, "-cache-capacity"},
+		"same listeners":          {[]string{"-demo", "-listen", "127.0.0.1:1", "-admin-listen", "127.0.0.1:1"}, nil, "must differ"},
+		"refresh-at":              {[]string{"-demo", "-refresh-at", "1.5"}, nil, "-refresh-at"},
+		"url with a password":     {[]string{"-tenant-service-url", "http://u:hunter2@ts"}, nil, "user:password"},
+		"bad url with a password": {[]string{"-tenant-service-url", "//svc:hunter2@tenant:8080"}, nil, "user:password"},
+		"ftp url with a password": {[]string{"-demo", "-genesys-login-url", "ftp://u:hunter2@login"}, nil, "user:password"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			var stderr syncBuffer

@@ -432,13 +432,15 @@ func (c *Cache) refreshAhead(ctx context.Context, key Key, e *entry, now time.Ti
 	c.obs.RefreshAhead(key)
 	link := trace.LinkFromContext(ctx)
 	go func() {
-		defer e.refreshing.Store(false)
-		// Join a miss's flight if one runs; its result is stored either way.
+		// On success the entry is replaced and its flag never read again;
+		// resetting it would let a request still holding the old entry
+		// start a second, needless refresh.
 		ch := c.group.DoChan(flightKey(key, false), func() (any, error) {
 			return c.fetch(context.Background(), key, false, triggerRefreshAhead, link)
 		})
 		if r := <-ch; r.Err != nil {
 			e.nextRefresh.Store(c.cfg.Now().Add(c.cfg.RefreshRetryDelay).UnixNano())
+			e.refreshing.Store(false)
 			c.cfg.Logger.Warn("token refresh ahead of expiry failed; serving the current token until its safety margin",
 				"provider", key.Provider, "tenant", key.Tenant,
 				"usable_until", e.usableUntil, "error", r.Err.Error())
@@ -519,8 +521,13 @@ func (c *Cache) fetch(parent context.Context, key Key, forced bool, trigger stri
 	}
 	tok, err := c.cfg.Source.Fetch(ctx, key)
 	now := c.cfg.Now()
+	if err == nil && !now.Before(tok.UsableUntil()) {
+		// Already inside its safety margin (a lifetime shorter than the
+		// fetch took): serving it would break the margin's promise.
+		err = &ExpiredTokenError{Provider: key.Provider, Tenant: key.Tenant, Lifetime: tok.Lifetime}
+	}
 	if err != nil {
-		c.storeError(key, err, prev, forcedAt, now)
+		c.storeError(key, err, prev, forced, forcedAt, now)
 		return f, err
 	}
 	c.storeToken(key, tok, forcedAt, now)
@@ -528,38 +535,46 @@ func (c *Cache) fetch(parent context.Context, key Key, forced bool, trigger stri
 	return f, nil
 }
 
-// storeToken caches tok unless it is already inside its safety margin (a
-// lifetime too short to be worth caching); it is returned to the callers
-// either way.
+// ExpiredTokenError reports a freshly fetched token that was already inside
+// its safety margin when it arrived. Its code is the contract's
+// UPSTREAM_INVALID_RESPONSE: the upstream granted a lifetime too short to
+// use.
+type ExpiredTokenError struct {
+	Provider, Tenant string
+	Lifetime         time.Duration
+}
+
+func (e *ExpiredTokenError) Error() string {
+	return fmt.Sprintf("cache: the %s token fetched for tenant %q (lifetime %s) was inside its safety margin on arrival",
+		e.Provider, e.Tenant, e.Lifetime)
+}
+
+// ErrorCode is read by the HTTP layer through a one-method interface.
+func (e *ExpiredTokenError) ErrorCode() string { return "UPSTREAM_INVALID_RESPONSE" }
+
+// storeToken caches tok, which fetch has checked is outside its safety
+// margin (ttlcache would keep a TTL ≤ 0 for ever).
 func (c *Cache) storeToken(key Key, tok Token, forcedAt, now time.Time) {
 	e := &entry{token: tok, usableUntil: tok.UsableUntil(), forcedAt: forcedAt}
 	ttl := e.usableUntil.Sub(now)
-	if ttl <= 0 {
-		// ttlcache treats a TTL ≤ 0 as "never expires".
-		c.items.Delete(key)
-		return
-	}
 	issued := tok.ExpiresAt.Add(-tok.Lifetime)
 	fraction := c.cfg.RefreshAt - c.cfg.RefreshJitter*c.cfg.Rand()
 	e.refreshAt = issued.Add(time.Duration(fraction * float64(tok.Lifetime)))
 	c.items.Set(key, e, ttl)
 }
 
-// storeError remembers err briefly if it is one that retrying cannot fix, but
-// never in place of a token that can still be served: a failed refresh must
-// not take away a working token.
-func (c *Cache) storeError(key Key, err error, prev *entry, forcedAt, now time.Time) {
-	if prev != nil && prev.err == nil && now.Before(prev.usableUntil) {
-		if !forcedAt.Equal(prev.forcedAt) {
-			// Keep the working token, but remember the forced attempt so
-			// the minimum interval still holds.
-			e := &entry{token: prev.token, usableUntil: prev.usableUntil, refreshAt: prev.refreshAt, forcedAt: forcedAt}
-			c.items.Set(key, e, prev.usableUntil.Sub(now))
-		}
+// storeError remembers err briefly if it is one that retrying cannot fix. A
+// failed refresh ahead of expiry never takes away a token that can still be
+// served; a failed forced refresh does: the caller was refused with it.
+func (c *Cache) storeError(key Key, err error, prev *entry, forced bool, forcedAt, now time.Time) {
+	if !forced && prev != nil && prev.err == nil && now.Before(prev.usableUntil) {
 		return
 	}
-	if c.cfg.NegativeTTL <= 0 || c.cfg.IsNegative == nil || !c.cfg.IsNegative(err) {
+	if c.cfg.NegativeTTL > 0 && c.cfg.IsNegative != nil && c.cfg.IsNegative(err) {
+		c.items.Set(key, &entry{err: err, negUntil: now.Add(c.cfg.NegativeTTL), forcedAt: forcedAt}, c.cfg.NegativeTTL)
 		return
 	}
-	c.items.Set(key, &entry{err: err, negUntil: now.Add(c.cfg.NegativeTTL), forcedAt: forcedAt}, c.cfg.NegativeTTL)
+	if forced {
+		c.items.Delete(key)
+	}
 }

@@ -571,18 +571,41 @@ func TestCapacityEvictsLeastRecentlyUsed(t *testing.T) {
 	waitFor(t, "the eviction to be reported", func() bool { return rec.get("evicted") >= 1 })
 }
 
-func TestTokenTooShortIsServedNotCached(t *testing.T) {
+func TestTokenInsideItsMarginOnArrivalIsRefused(t *testing.T) {
 	c, _, _, _ := newTestCache(t, time.Hour, func(cfg *Config) {
 		cfg.Source = SourceFunc(func(context.Context, Key) (Token, error) {
-			// Already past its margin when it arrives.
-			return Token{AccessToken: "t", ExpiresAt: newClock().Now(), Lifetime: time.Second}, nil
+			// 10 s lifetime (margin 1 s), of which the fetch used 9.5 s.
+			now := newClock().Now()
+			return Token{AccessToken: "t", ExpiresAt: now.Add(500 * time.Millisecond), Lifetime: 10 * time.Second}, nil
 		})
 	})
-	if _, err := c.Get(context.Background(), tenantA); err != nil {
-		t.Fatal(err)
+	_, err := c.Get(context.Background(), tenantA)
+	var expired *ExpiredTokenError
+	if !errors.As(err, &expired) || expired.ErrorCode() != "UPSTREAM_INVALID_RESPONSE" {
+		t.Fatalf("Get = %v, want an ExpiredTokenError (UPSTREAM_INVALID_RESPONSE)", err)
 	}
 	if c.Len() != 0 {
 		t.Fatal("a token inside its margin was cached (ttlcache would keep it for ever)")
+	}
+}
+
+// POST /token/refresh means the app was refused with the cached token: when
+// the forced exchange fails, that token must not be served again.
+func TestFailedForcedRefreshDropsTheRefusedToken(t *testing.T) {
+	c, src, _, _ := newTestCache(t, time.Hour, func(cfg *Config) { cfg.MinRefreshInterval = 5 * time.Second })
+	refused := mustGet(t, c, tenantA)
+	unavailable := errors.New("login unavailable")
+	src.setErr(unavailable)
+	if _, err := c.Refresh(context.Background(), tenantA); !errors.Is(err, unavailable) {
+		t.Fatalf("Refresh = %v, want the upstream error", err)
+	}
+	src.setErr(nil)
+	got := mustGet(t, c, tenantA)
+	if got.AccessToken == refused.AccessToken {
+		t.Fatal("the token the caller was refused with is still served after a failed forced refresh")
+	}
+	if n := src.calls.Load(); n != 3 {
+		t.Fatalf("source called %d times, want 3 (get, failed refresh, get)", n)
 	}
 }
 

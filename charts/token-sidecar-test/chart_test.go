@@ -65,6 +65,7 @@ func TestAllSettings(t *testing.T) {
 		"SIDECAR_ALLOWED_TENANTS":           "acme,globex",
 		"SIDECAR_REQUIRE_REQUEST_HEADER":    "false",
 		"SIDECAR_REQUEST_TIMEOUT":           "12s",
+		"SIDECAR_PROXY_TIMEOUT":             "30m",
 		"SIDECAR_MIN_REFRESH_INTERVAL":      "2s",
 		"SIDECAR_REFRESH_AT":                "0.75",
 		"SIDECAR_NEGATIVE_TTL":              "1s",

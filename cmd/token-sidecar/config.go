@@ -40,6 +40,7 @@ type config struct {
 	AllowedTenants       []string
 	RequireRequestHeader bool
 	RequestTimeout       time.Duration
+	ProxyTimeout         time.Duration
 
 	CacheCapacity        int
 	MaxConcurrentFetches int
@@ -84,6 +85,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&allowed, "allowed-tenants", "", "comma-separated tenants that may be served (empty = all)")
 	fs.BoolVar(&cfg.RequireRequestHeader, "require-request-header", true, "require the header X-Token-Request: true on the token listener (anti-SSRF)")
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", 15*time.Second, "how long a caller waits for a token before 504 TIMEOUT")
+	fs.DurationVar(&cfg.ProxyTimeout, "proxy-timeout", 10*time.Minute, "longest a /proxy/ request may take, streaming included")
 	fs.IntVar(&cfg.CacheCapacity, "cache-capacity", 10000, "maximum cached tenants; the least recently used is evicted")
 	fs.IntVar(&cfg.MaxConcurrentFetches, "max-concurrent-fetches", 64, "fetch-then-exchanges running at once across all tenants; more wait for a slot (0 = no bound)")
 	fs.IntVar(&cfg.MaxConnections, "max-connections", 1024, "open connections the token listener accepts at once; more wait in the listen backlog (0 = no bound)")
@@ -169,6 +171,7 @@ func (c config) validate() error {
 		"-tenant-service-timeout": c.TenantServiceTimeout,
 		"-oauth-timeout":          c.OAuthTimeout,
 		"-request-timeout":        c.RequestTimeout,
+		"-proxy-timeout":          c.ProxyTimeout,
 		"-static-token-ttl":       c.StaticTokenTTL,
 		"-shutdown-timeout":       c.ShutdownTimeout,
 	}

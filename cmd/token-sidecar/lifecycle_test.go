@@ -152,6 +152,7 @@ func TestConfigurationErrors(t *testing.T) {
 		"capacity":                {[]string{"-demo", "-cache-capacity", "0"}, nil, "-cache-capacity"},
 		"same listeners":          {[]string{"-demo", "-listen", "127.0.0.1:1", "-admin-listen", "127.0.0.1:1"}, nil, "must differ"},
 		"refresh-at":              {[]string{"-demo", "-refresh-at", "1.5"}, nil, "-refresh-at"},
+		"proxy-timeout":           {[]string{"-demo", "-proxy-timeout", "0s"}, nil, "-proxy-timeout"},
 		"url with a password":     {[]string{"-tenant-service-url", "http://u:hunter2@ts"}, nil, "user:password"},
 		"bad url with a password": {[]string{"-tenant-service-url", "//svc:hunter2@tenant:8080"}, nil, "user:password"},
 		"ftp url with a password": {[]string{"-demo", "-genesys-login-url", "ftp://u:hunter2@login"}, nil, "user:password"},
@@ -183,6 +184,9 @@ func TestFlagWinsOverEnvironment(t *testing.T) {
 	}
 	if cfg.DefaultTenant != "from-flag" || cfg.CacheCapacity != 42 || !cfg.Demo {
 		t.Fatalf("cfg = tenant %q capacity %d demo %v", cfg.DefaultTenant, cfg.CacheCapacity, cfg.Demo)
+	}
+	if cfg.ProxyTimeout != 10*time.Minute {
+		t.Fatalf("-proxy-timeout default = %v, want 10m", cfg.ProxyTimeout)
 	}
 }
 

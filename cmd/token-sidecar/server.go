@@ -133,6 +133,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		AllowedTenants:       cfg.AllowedTenants,
 		RequireRequestHeader: cfg.RequireRequestHeader,
 		RequestTimeout:       cfg.RequestTimeout,
+		APIProxyTimeout:      cfg.ProxyTimeout,
 		Logger:               logger,
 		MeterProvider:        tel.meter(),
 		MetricsTenantLabel:   cfg.MetricsTenantLabel,

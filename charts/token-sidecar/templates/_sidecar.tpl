@@ -66,6 +66,7 @@ environment variable, how the value is printed.
 - [allowedTenants, SIDECAR_ALLOWED_TENANTS, list]
 - [requireRequestHeader, SIDECAR_REQUIRE_REQUEST_HEADER, string]
 - [requestTimeout, SIDECAR_REQUEST_TIMEOUT, string]
+- [proxyTimeout, SIDECAR_PROXY_TIMEOUT, string]
 - [minRefreshInterval, SIDECAR_MIN_REFRESH_INTERVAL, string]
 - [refreshAt, SIDECAR_REFRESH_AT, string]
 - [negativeTTL, SIDECAR_NEGATIVE_TTL, string]

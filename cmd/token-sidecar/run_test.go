@@ -75,26 +75,7 @@ type sidecar struct {
 
 func startSidecar(t *testing.T, env map[string]string, args ...string) *sidecar {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &sidecar{stdout: &syncBuffer{}, stderr: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
-	ready := make(chan struct{})
-	args = append([]string{"-listen", "127.0.0.1:0", "-admin-listen", "127.0.0.1:0"}, args...)
-	getenv := func(k string) string { return env[k] }
-	go func() {
-		s.done <- runWith(ctx, args, getenv, s.stdout, s.stderr, func(tokenAddr, adminAddr string) {
-			s.tokenURL, s.adminURL = "http://"+tokenAddr, "http://"+adminAddr
-			close(ready)
-		})
-	}()
-	select {
-	case <-ready:
-	case err := <-s.done:
-		t.Fatalf("sidecar did not start: %v\n%s", err, s.stderr)
-	case <-time.After(10 * time.Second):
-		t.Fatal("sidecar did not start in time")
-	}
-	t.Cleanup(func() { s.stop(t) })
-	return s
+	return startSidecarWith(t, env, nil, args...)
 }
 
 // stop cancels the sidecar's context, as SIGTERM does, and returns run's error.

@@ -30,7 +30,8 @@ import (
 	"github.com/token-sidecar/token-sidecar/upstream/upstreamtest"
 )
 
-// startSidecarWith is startSidecar with run options.
+// startSidecarWith runs the sidecar through runWith on :0 ports, with run
+// options, and waits until both listeners serve; Cleanup stops it.
 func startSidecarWith(t *testing.T, env map[string]string, opts []runOption, args ...string) *sidecar {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())

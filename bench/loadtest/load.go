@@ -2,15 +2,12 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -29,75 +26,33 @@ const (
 	statusCanceled  = "error: canceled"
 )
 
-// generator sends requests over one tuned keep-alive client.
+// generator runs the load loops; each of their workers sends over its own
+// rawClient. Its client serves the tool's own reads of the sidecar
+// (/metrics), which are not measured.
 type generator struct {
 	client *http.Client
 }
 
-// newGenerator returns a generator whose transport keeps up to conns idle
-// connections to each host, so that every worker keeps its own connection
-// (http.DefaultTransport keeps 2 and would reconnect for the others), with
-// compression and proxies off: the measure is the sidecar, not gzip.
-func newGenerator(conns int) *generator {
+// newGenerator returns a generator whose client keeps a few idle
+// connections, with compression and proxies off.
+func newGenerator() *generator {
 	tr := &http.Transport{
 		Proxy: nil,
 		DialContext: (&net.Dialer{
 			Timeout:   5 * time.Second,
 			KeepAlive: 30 * time.Second,
 		}).DialContext,
-		MaxIdleConns:        2 * conns,
-		MaxIdleConnsPerHost: conns,
+		MaxIdleConnsPerHost: 2,
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
-		ForceAttemptHTTP2:   false,
 	}
 	return &generator{client: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
 }
 
-// closeIdle closes the generator's idle connections, so that the sidecar can
-// free their buffers.
+// closeIdle closes the client's idle connections. The loops' connections
+// are closed when each loop ends, so that the sidecar can free their
+// buffers.
 func (g *generator) closeIdle() { g.client.CloseIdleConnections() }
-
-// do sends rq and returns its outcome key: "200", "404 CREDENTIALS_NOT_FOUND"
-// (the status and the code of a JSON error body), or one of the status*
-// errors, with the error itself for the first-error log.
-func (g *generator) do(ctx context.Context, rq request) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, rq.method, rq.url, nil)
-	if err != nil {
-		return statusTransport, err
-	}
-	// Sent to both listeners, so that hits and /healthz cost the generator
-	// the same; the admin listener ignores it.
-	req.Header["X-Token-Request"] = []string{"true"}
-	resp, err := g.client.Do(req)
-	if err != nil {
-		switch {
-		case errors.Is(err, context.Canceled):
-			return statusCanceled, err
-		case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
-			return statusTimeout, err
-		}
-		return statusTransport, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusOK {
-		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
-			return statusTransport, err
-		}
-		return "200", nil
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if err != nil {
-		return statusTransport, err
-	}
-	var e struct {
-		Code string `json:"code"`
-	}
-	if json.Unmarshal(body, &e) != nil || e.Code == "" {
-		return fmt.Sprint(resp.StatusCode), nil
-	}
-	return fmt.Sprintf("%d %s", resp.StatusCode, e.Code), nil
-}
 
 func isTimeout(err error) bool {
 	var ne net.Error
@@ -261,6 +216,8 @@ func (g *generator) closedLoop(ctx context.Context, spec closedSpec) (runResult,
 	var wg sync.WaitGroup
 	for range spec.workers {
 		wg.Go(func() {
+			cl := newRawClient(ctx)
+			defer cl.close()
 			for ctx.Err() == nil {
 				i := seq.Add(1) - 1
 				if i >= spec.count {
@@ -271,7 +228,7 @@ func (g *generator) closedLoop(ctx context.Context, spec closedSpec) (runResult,
 				if !sent.Before(deadline) {
 					return
 				}
-				status, err := g.do(ctx, rq)
+				status, err := cl.do(rq)
 				done := time.Now()
 				rec.record(rq.class, sent, sent, done, status, err)
 				last.Store(done.UnixNano())
@@ -305,24 +262,6 @@ type openSpec struct {
 	next    func(i int64) request
 }
 
-// preciseSleep sleeps d with the kernel's high-resolution timer. time.Sleep
-// would do for long waits, but when every P is idle the Go runtime waits for
-// timers in epoll with a millisecond timeout, so a 200 µs sleep can last a
-// whole millisecond: the pacer would then release requests up to 1 ms late,
-// and that lateness would count as latency. nanosleep blocks only this
-// goroutine's thread, for about d, without spinning.
-func preciseSleep(d time.Duration) {
-	if d <= 0 {
-		return
-	}
-	if d > 2*time.Millisecond {
-		time.Sleep(d)
-		return
-	}
-	ts := syscall.NsecToTimespec(int64(d))
-	_ = syscall.Nanosleep(&ts, nil)
-}
-
 // maxOpenRequests bounds one open-loop run, and the job queue with it.
 const maxOpenRequests = 5_000_000
 
@@ -346,12 +285,14 @@ func (g *generator) openLoop(ctx context.Context, spec openSpec) (runResult, err
 	var wg sync.WaitGroup
 	for range spec.workers {
 		wg.Go(func() {
+			cl := newRawClient(ctx)
+			defer cl.close()
 			for j := range jobs {
 				if ctx.Err() != nil {
 					continue // drain without sending
 				}
 				sent := time.Now()
-				status, err := g.do(ctx, j.rq)
+				status, err := cl.do(j.rq)
 				done := time.Now()
 				rec.record(j.rq.class, j.intended, sent, done, status, err)
 				last.Store(done.UnixNano())
@@ -360,6 +301,13 @@ func (g *generator) openLoop(ctx context.Context, spec openSpec) (runResult, err
 		})
 	}
 
+	p, err := newPacer()
+	if err != nil {
+		close(jobs)
+		wg.Wait()
+		return runResult{}, err
+	}
+	defer p.close()
 	var lag histogram
 	start := time.Now()
 	i := int64(0)
@@ -374,7 +322,11 @@ func (g *generator) openLoop(ctx context.Context, spec openSpec) (runResult, err
 			jobs <- job{rq: spec.next(i), intended: intended}
 		}
 		if i < total {
-			preciseSleep(time.Until(start.Add(time.Duration(i) * interval)))
+			if err := p.sleep(time.Until(start.Add(time.Duration(i) * interval))); err != nil {
+				close(jobs)
+				wg.Wait()
+				return runResult{}, err
+			}
 		}
 	}
 	// The last release was due at (i-1)·interval; one more interval makes

@@ -90,7 +90,7 @@ func TestGenerators(t *testing.T) {
 		w.Write([]byte(`{"access_token":"x"}`))
 	}))
 	defer srv.Close()
-	g := newGenerator(4)
+	g := newGenerator()
 	defer g.closeIdle()
 	next := func(i int64) request {
 		if i%4 == 0 {

@@ -23,14 +23,14 @@ type env struct {
 
 // startEnv starts fresh fakes and a fresh sidecar with the given extra
 // flags, so that no scenario inherits another's cache or heap.
-func startEnv(ctx context.Context, o options, conns int, gctrace bool, args ...string) (*env, error) {
+func startEnv(ctx context.Context, o options, gctrace bool, args ...string) (*env, error) {
 	f := startFakes()
 	s, err := startSidecar(ctx, sidecarOptions{binary: o.binary, fakes: f, args: args, logLevel: o.logLevel, log: o.sidecarLog, cpus: o.sidecarCPUs, gctrace: gctrace})
 	if err != nil {
 		f.close()
 		return nil, err
 	}
-	return &env{fakes: f, side: s, gen: newGenerator(conns)}, nil
+	return &env{fakes: f, side: s, gen: newGenerator()}, nil
 }
 
 func (e *env) close() error {
@@ -165,7 +165,7 @@ const hotTenant = "hot-0"
 const maxRoundRequests = 10_000_000
 
 func runHitVsStatic(ctx context.Context, o options, log io.Writer) (*hitVsStaticResult, error) {
-	e, err := startEnv(ctx, o, max(o.workers, o.openWorkers), false, "-cache-capacity", strconv.Itoa(o.capacity))
+	e, err := startEnv(ctx, o, false, "-cache-capacity", strconv.Itoa(o.capacity))
 	if err != nil {
 		return nil, err
 	}
@@ -409,7 +409,7 @@ func runMixed(ctx context.Context, o options, log io.Writer) (*mixedResult, erro
 	if err != nil {
 		return nil, err
 	}
-	e, err := startEnv(ctx, o, o.mixedWorkers, false, "-cache-capacity", strconv.Itoa(o.capacity))
+	e, err := startEnv(ctx, o, false, "-cache-capacity", strconv.Itoa(o.capacity))
 	if err != nil {
 		return nil, err
 	}
@@ -512,7 +512,7 @@ type floodResult struct {
 func floodTenant(i int64) string { return fmt.Sprintf("flood-%07d", i) }
 
 func runFlood(ctx context.Context, o options, log io.Writer) (*floodResult, error) {
-	e, err := startEnv(ctx, o, o.floodWorkers, false, "-cache-capacity", strconv.Itoa(o.capacity))
+	e, err := startEnv(ctx, o, false, "-cache-capacity", strconv.Itoa(o.capacity))
 	if err != nil {
 		return nil, err
 	}
@@ -530,16 +530,12 @@ func runFlood(ctx context.Context, o options, log io.Writer) (*floodResult, erro
 	var mu sync.Mutex
 	start := time.Now()
 	r.Samples = append(r.Samples, rssSample{RSS: r.Before.RSS, Entries: r.Before.Entries, Goroutines: r.Before.Goroutines})
-	// A separate client, so that the samples never wait for a flood worker's
-	// connection.
-	probe := newGenerator(1)
-	defer probe.closeIdle()
 	progress := func(n int64) {
 		if n%int64(o.sampleEvery) != 0 && n != int64(o.floodCount) {
 			return
 		}
 		s := rssSample{Requests: n, Elapsed: time.Since(start), RSS: e.side.rssBytes(), Entries: -1, Goroutines: -1}
-		if m, ok := e.side.metrics(ctx, probe.client); ok {
+		if m, ok := e.side.metrics(ctx, e.gen.client); ok {
 			s.Entries, s.Goroutines = firstMetric(m, entriesMetrics), firstMetric(m, goroutineMetrics)
 		}
 		mu.Lock()
@@ -662,7 +658,7 @@ func (e *env) memPoint(ctx context.Context) (memPoint, error) {
 }
 
 func runMemory(ctx context.Context, o options, log io.Writer) (*memoryResult, error) {
-	e, err := startEnv(ctx, o, o.workers, true, "-cache-capacity", strconv.Itoa(o.memCapacity))
+	e, err := startEnv(ctx, o, true, "-cache-capacity", strconv.Itoa(o.memCapacity))
 	if err != nil {
 		return nil, err
 	}

@@ -45,16 +45,17 @@ func main() {
 
 // options are the command's flags.
 type options struct {
-	scenario    string
-	binary      string
-	json        bool
-	genProcs    int
-	cpuProf     string
-	settle      time.Duration
-	logLevel    string
-	sidecarCPUs string
-	logFile     string
-	sidecarLog  io.Writer // logFile, opened
+	scenario     string
+	binary       string
+	json         bool
+	genProcs     int
+	cpuProf      string
+	settle       time.Duration
+	logLevel     string
+	sidecarCPUs  string
+	sidecarProcs int
+	logFile      string
+	sidecarLog   io.Writer // logFile, opened
 
 	// hit-vs-static
 	workers      int
@@ -95,6 +96,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.cpuProf, "cpuprofile", "", "write a CPU profile of the load generator (not the sidecar) to this file")
 	fs.StringVar(&o.logLevel, "sidecar-log-level", "info", "-log-level of the sidecar: info or debug; it logs its ports at info, and nothing per request at info but 4xx answers")
 	fs.StringVar(&o.logFile, "sidecar-log", "", "append every sidecar's stderr (JSON log lines) to this file")
+	fs.IntVar(&o.sidecarProcs, "sidecar-gomaxprocs", 0, "GOMAXPROCS of the sidecar (0 = the Go default: the CPUs it may use), e.g. 1 for what a 1-CPU limit in Kubernetes gives it, without pinning it")
 	fs.StringVar(&o.sidecarCPUs, "sidecar-cpus", "", "pin the sidecar to these CPUs with taskset -c (e.g. 1; run the tool itself under taskset -c 0), so that it and the generator do not share CPUs; the sidecar's GOMAXPROCS follows")
 	fs.DurationVar(&o.settle, "settle", 5*time.Second, "idle time before the 'after' readings of RSS and goroutines")
 
@@ -135,6 +137,9 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	if o.workers < 1 || o.openWorkers < 1 || o.mixedWorkers < 1 || o.floodWorkers < 1 || o.rounds < 1 || o.openSegments < 1 || o.rate < 1 ||
 		o.tenants < 1 || o.hot < 1 || o.floodCount < 1 || o.sampleEvery < 1 || o.memTenants < 1 {
 		return o, errors.New("counts, workers and rates must be positive")
+	}
+	if o.sidecarProcs < 0 {
+		return o, errors.New("-sidecar-gomaxprocs must be 0 or positive")
 	}
 	if _, err := parseMix(o.mix); err != nil {
 		return o, err

@@ -23,31 +23,33 @@ const (
 // report gathers every scenario's result, prints each as a table as soon as
 // it is done, and all of them as JSON at the end.
 type report struct {
-	Date        string             `json:"date"`
-	GoVersion   string             `json:"go_version"`
-	CPUs        int                `json:"cpus"`
-	GenProcs    int                `json:"generator_gomaxprocs"`
-	SidecarCPUs string             `json:"sidecar_cpus,omitempty"`
-	Command     string             `json:"command"`
-	Binary      string             `json:"binary"`
-	HitVsStatic *hitVsStaticResult `json:"hit_vs_static,omitempty"`
-	Mixed       *mixedResult       `json:"mixed,omitempty"`
-	Memory      *memoryResult      `json:"memory,omitempty"`
-	Flood       *floodResult       `json:"flood,omitempty"`
+	Date         string             `json:"date"`
+	GoVersion    string             `json:"go_version"`
+	CPUs         int                `json:"cpus"`
+	GenProcs     int                `json:"generator_gomaxprocs"`
+	SidecarCPUs  string             `json:"sidecar_cpus,omitempty"`
+	SidecarProcs int                `json:"sidecar_gomaxprocs,omitempty"`
+	Command      string             `json:"command"`
+	Binary       string             `json:"binary"`
+	HitVsStatic  *hitVsStaticResult `json:"hit_vs_static,omitempty"`
+	Mixed        *mixedResult       `json:"mixed,omitempty"`
+	Memory       *memoryResult      `json:"memory,omitempty"`
+	Flood        *floodResult       `json:"flood,omitempty"`
 
 	settle time.Duration
 }
 
 func newReport(o options) *report {
 	return &report{
-		Date:        time.Now().UTC().Format(time.RFC3339),
-		GoVersion:   runtime.Version(),
-		CPUs:        runtime.NumCPU(),
-		GenProcs:    runtime.GOMAXPROCS(0),
-		Command:     strings.Join(os.Args, " "),
-		Binary:      o.binary,
-		settle:      o.settle,
-		SidecarCPUs: o.sidecarCPUs,
+		Date:         time.Now().UTC().Format(time.RFC3339),
+		GoVersion:    runtime.Version(),
+		CPUs:         runtime.NumCPU(),
+		GenProcs:     runtime.GOMAXPROCS(0),
+		Command:      strings.Join(os.Args, " "),
+		Binary:       o.binary,
+		settle:       o.settle,
+		SidecarCPUs:  o.sidecarCPUs,
+		SidecarProcs: o.sidecarProcs,
 	}
 }
 
@@ -55,6 +57,9 @@ func (r *report) header(w io.Writer) {
 	pin := ""
 	if r.SidecarCPUs != "" {
 		pin = ", sidecar pinned to CPUs " + r.SidecarCPUs
+	}
+	if r.SidecarProcs > 0 {
+		pin += fmt.Sprintf(", sidecar GOMAXPROCS=%d", r.SidecarProcs)
 	}
 	fmt.Fprintf(w, "token-sidecar load test — %s, %s, %d CPUs for the generator, GOMAXPROCS=%d%s, load average %.2f\n\n",
 		r.Date, r.GoVersion, r.CPUs, r.GenProcs, pin, loadAvg())

@@ -25,7 +25,7 @@ type env struct {
 // flags, so that no scenario inherits another's cache or heap.
 func startEnv(ctx context.Context, o options, gctrace bool, args ...string) (*env, error) {
 	f := startFakes()
-	s, err := startSidecar(ctx, sidecarOptions{binary: o.binary, fakes: f, args: args, logLevel: o.logLevel, log: o.sidecarLog, cpus: o.sidecarCPUs, gctrace: gctrace})
+	s, err := startSidecar(ctx, sidecarOptions{binary: o.binary, fakes: f, args: args, logLevel: o.logLevel, log: o.sidecarLog, cpus: o.sidecarCPUs, procs: o.sidecarProcs, gctrace: gctrace})
 	if err != nil {
 		f.close()
 		return nil, err

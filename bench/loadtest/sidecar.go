@@ -54,6 +54,8 @@ type sidecarOptions struct {
 	// cpus, if not empty, pins the sidecar to these CPUs (taskset -c), so
 	// that it does not share them with the load generator.
 	cpus string
+	// procs, if positive, is the sidecar's GOMAXPROCS.
+	procs int
 	// gctrace sets GODEBUG=gctrace=1, so that the live heap after each GC
 	// can be read from the sidecar's stderr.
 	gctrace bool
@@ -142,6 +144,9 @@ func sidecarEnv(o sidecarOptions) []string {
 		"SIDECAR_TENANT_SERVICE_URL="+o.fakes.tenants.URL(),
 		"SIDECAR_GENESYS_LOGIN_URL="+o.fakes.login.URL(),
 	)
+	if o.procs > 0 {
+		env = append(env, "GOMAXPROCS="+strconv.Itoa(o.procs))
+	}
 	if o.gctrace {
 		env = append(env, "GODEBUG=gctrace=1")
 	}

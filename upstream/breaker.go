@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/url"
 	"strings"
 	"sync"
@@ -16,9 +17,16 @@ import (
 // Breaker defaults; BreakerConfig documents them.
 const (
 	defaultBreakerFailureThreshold = 5
+	defaultBreakerFailureRate      = 0.5
+	defaultBreakerWindow           = 10 * time.Second
 	defaultBreakerOpenDuration     = 10 * time.Second
 	defaultBreakerHalfOpenProbes   = 2
 )
+
+// minBreakerWindow is the shortest Window a breaker accepts. failsafe-go
+// slides the window in tenths of it; a shorter one would judge a burst of a
+// few milliseconds, the very thing a time window is there to average out.
+const minBreakerWindow = 100 * time.Millisecond
 
 // ErrCircuitOpen is the cause (Error.Err, found by errors.Is) of a call that
 // was refused without an attempt because the circuit breaker of the
@@ -29,6 +37,16 @@ var ErrCircuitOpen = errors.New("circuit breaker open")
 // upstream host (the scheme and host:port an attempt goes to), so that one
 // Genesys region's login host failing never blocks another region. Every
 // zero value means the documented default.
+//
+// A breaker opens on a sustained failure of its host, not on a few tenants'
+// failures: when, within the last Window, at least MinAttempts attempts were
+// made and at least FailureRate of them were host failures — by default when
+// at least 10 attempts within the last 10 s were made and half of them
+// failed. A burst of one tenant's failing attempts (3 with retries) among a
+// busy host's successes does not open it, however close together they come;
+// a host that fails every attempt opens at its MinAttempts-th attempt within
+// a Window. A host that gets fewer than MinAttempts attempts per Window never
+// opens: so few failures do not tell an outage from a bad tenant.
 //
 // A breaker counts each attempt, retries included. Only failures of the host
 // count against it: 5xx, 408, attempt timeouts, network and TLS errors. A
@@ -42,22 +60,35 @@ var ErrCircuitOpen = errors.New("circuit breaker open")
 // retrying, with the upstream's "unavailable" code and ErrCircuitOpen; the
 // Error's RetryAfterHint is the time left until it half-opens (at least 1 s).
 type BreakerConfig struct {
-	// FailureThreshold is how many host failures among the host's last
-	// Window attempts open its breaker; 0 means 5. A negative value turns
-	// the breakers off.
+	// FailureThreshold is the fewest host failures that open a breaker; 0
+	// means 5. A negative value turns the breakers off. It sets the minimum
+	// sample: a breaker judges its host only once the Window holds
+	// MinAttempts = ⌈FailureThreshold / FailureRate⌉ attempts, the fewest in
+	// which FailureThreshold failures reach FailureRate (10 by default).
 	FailureThreshold int
-	// Window is the number of most recent attempts to a host that
-	// FailureThreshold is counted over; 0 means twice FailureThreshold (10
-	// by default). It must not be smaller than FailureThreshold.
-	Window int
+	// FailureRate is the share of the attempts within Window, in (0, 1],
+	// that must be host failures to open the breaker; 0 means 0.5.
+	// failsafe-go compares it with the observed rate rounded to hundredths.
+	FailureRate float64
+	// Window is the rolling period the attempts are counted over; 0 means
+	// 10 s, and it must be at least 100 ms. failsafe-go slides it in tenths:
+	// an attempt counts for between 0.9 and 1 Window.
+	Window time.Duration
 	// OpenDuration is how long an open breaker refuses calls before it
 	// half-opens; 0 means 10 s.
 	OpenDuration time.Duration
 	// HalfOpenProbes is how many attempts a half-open breaker lets through:
 	// when all of them succeed it closes, at the first host failure it opens
 	// again for OpenDuration. Calls beyond the probes are refused as while
-	// open. 0 means 2.
+	// open. 0 means 2. Closing starts a new, empty Window.
 	HalfOpenProbes int
+}
+
+// breakerMinAttempts is ⌈threshold / rate⌉: the fewest attempts in which
+// threshold failures make at least rate of them. The small epsilon keeps
+// binary fractions from rounding 3/0.3 = 10.000000000000002 up to 11.
+func breakerMinAttempts(threshold int, rate float64) uint {
+	return uint(math.Ceil(float64(threshold)/rate - 1e-9))
 }
 
 // breakers holds one circuit breaker per upstream host of a client. The set
@@ -66,8 +97,9 @@ type BreakerConfig struct {
 // never pruned. It is safe for concurrent use.
 type breakers struct {
 	upstream       string
-	threshold      uint
-	window         uint
+	minAttempts    uint
+	failureRate    float64
+	window         time.Duration
 	openDuration   time.Duration
 	halfOpenProbes uint
 	log            *slog.Logger
@@ -87,17 +119,20 @@ func newBreakers(upstream string, cfg BreakerConfig, log *slog.Logger, tel *tele
 	if threshold == 0 {
 		threshold = defaultBreakerFailureThreshold
 	}
-	window := cfg.Window
-	if window == 0 {
-		window = 2 * threshold
+	rate := cfg.FailureRate
+	if rate == 0 {
+		rate = defaultBreakerFailureRate
 	}
+	window := orDefault(cfg.Window, defaultBreakerWindow)
 	probes := cfg.HalfOpenProbes
 	if probes == 0 {
 		probes = defaultBreakerHalfOpenProbes
 	}
 	switch {
-	case window < threshold:
-		return nil, fmt.Errorf("upstream %s: breaker Window %d is smaller than FailureThreshold %d", upstream, window, threshold)
+	case !(rate > 0 && rate <= 1): // NaN too
+		return nil, fmt.Errorf("upstream %s: breaker FailureRate %v is not in (0, 1]", upstream, rate)
+	case window < minBreakerWindow:
+		return nil, fmt.Errorf("upstream %s: breaker Window %v is shorter than %v", upstream, window, minBreakerWindow)
 	case probes < 0:
 		return nil, fmt.Errorf("upstream %s: negative breaker HalfOpenProbes", upstream)
 	case cfg.OpenDuration < 0:
@@ -105,8 +140,9 @@ func newBreakers(upstream string, cfg BreakerConfig, log *slog.Logger, tel *tele
 	}
 	return &breakers{
 		upstream:       upstream,
-		threshold:      uint(threshold),
-		window:         uint(window),
+		minAttempts:    breakerMinAttempts(threshold, rate),
+		failureRate:    rate,
+		window:         window,
 		openDuration:   orDefault(cfg.OpenDuration, defaultBreakerOpenDuration),
 		halfOpenProbes: uint(probes),
 		log:            log,
@@ -136,7 +172,14 @@ func (b *breakers) forHost(host string) circuitbreaker.CircuitBreaker[*outcome] 
 		// failsafe-go counts only errors unless told otherwise; our attempts
 		// return their HTTP answer as a result, never an error.
 		HandleIf(func(o *outcome, _ error) bool { return o != nil && o.verdict.hostFault }).
-		WithFailureThresholdRatio(b.threshold, b.window).
+		// Closed: time based, on the rate over the window's attempts once
+		// there are minAttempts of them.
+		WithFailureRateThreshold(b.failureRate, b.minAttempts, b.window).
+		// Half-open: count based whatever the closed rule (failsafe-go's
+		// half-open state never uses the time window when a success
+		// threshold is set): it lets halfOpenProbes attempts through at a
+		// time, closes when halfOpenProbes have succeeded and reopens at the
+		// first failure.
 		WithSuccessThreshold(b.halfOpenProbes).
 		WithDelay(b.openDuration).
 		OnStateChanged(func(e circuitbreaker.StateChangedEvent) { b.changed(host, e) }).

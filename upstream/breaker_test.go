@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"strings"
@@ -74,7 +75,7 @@ func TestBreakerOpensOnLoginFailuresAndAnswersAtOnce(t *testing.T) {
 		cfg.Logger = logs.logger()
 		// Slow backoff: a retry of the open breaker would show as a wait.
 		cfg.BackoffMin, cfg.BackoffMax = time.Second, time.Second
-		cfg.Breaker = BreakerConfig{FailureThreshold: 2, Window: 4, OpenDuration: 10 * time.Second}
+		cfg.Breaker = BreakerConfig{FailureThreshold: 2, FailureRate: 1, OpenDuration: 10 * time.Second}
 	})
 	l.Script(loginID, repeat(s503(), 10)...)
 
@@ -139,7 +140,7 @@ func TestBreakerOpensOnTenantServiceFailures(t *testing.T) {
 	c := newTenantClient(t, ts.URL(), func(cfg *TenantClientConfig) {
 		cfg.Timeout = testTimeout
 		cfg.MaxRetries = -1
-		cfg.Breaker = BreakerConfig{FailureThreshold: 3, Window: 3, OpenDuration: 10 * time.Second}
+		cfg.Breaker = BreakerConfig{FailureThreshold: 3, FailureRate: 1, OpenDuration: 10 * time.Second}
 	})
 	// Timeouts, a dropped connection and a 5xx all count.
 	ts.Script("acme", "genesys", upstreamtest.Step{Delay: 4 * testTimeout}, upstreamtest.Step{Drop: true}, upstreamtest.Step{Status: 502})
@@ -160,17 +161,26 @@ func TestBreakerOpensOnTenantServiceFailures(t *testing.T) {
 }
 
 // TestBreakerIgnoresClientErrors: a tenant's 4xx, 429 and the rate-limit
-// 400 are answers of a healthy host, even with a breaker that would open on
-// one failure.
+// 400 are answers of a healthy host. The breakers open at one failure when
+// every attempt in the window failed, so any of these counted as a failure
+// on a client's first attempt would open them; and each breaker's counts
+// show that none of them counted as a failure while host faults do.
 func TestBreakerIgnoresClientErrors(t *testing.T) {
 	t.Parallel()
-	hair := BreakerConfig{FailureThreshold: 1, Window: 1, OpenDuration: 10 * time.Second}
+	hair := BreakerConfig{FailureThreshold: 1, FailureRate: 1, OpenDuration: 10 * time.Second}
+	counts := func(cb circuitbreaker.CircuitBreaker[*outcome]) (attempts, failures uint) {
+		return cb.Metrics().Executions(), cb.Metrics().Failures()
+	}
 
 	l, c := newLoginFixture(t, func(cfg *LoginClientConfig) { cfg.Breaker = hair })
+	cb := loginBreaker(c, hostKey(mustURL(t, l.URL())))
 	unknown := &Credentials{Tenant: "ghost", ClientID: "nobody", ClientSecret: []byte("x"), Region: "eu-west-1"}
 	for range 3 {
 		_, err := c.Exchange(context.Background(), euWest1(t), unknown) // 400 invalid_client
 		asError(t, err, CodeOAuthInvalidGrant)
+		if errors.Is(err, ErrCircuitOpen) || cb.IsOpen() {
+			t.Fatalf("a 400 invalid_client opened the breaker: %v", err)
+		}
 	}
 	l.Script(loginID, upstreamtest.Step{Status: 401}, upstreamtest.Step{Status: 403},
 		upstreamtest.Step{Status: 429}, upstreamtest.Step{Status: 429}, upstreamtest.Step{Status: 429},
@@ -184,25 +194,39 @@ func TestBreakerIgnoresClientErrors(t *testing.T) {
 	if n := l.TotalCalls(); n != 11 {
 		t.Errorf("login calls = %d, want 11 (3 unknown, 401, 403, 3×429, 3×rate limit)", n)
 	}
-	// The breaker is on: one 503 opens it.
+	if a, f := counts(cb); a != 11 || f != 0 {
+		t.Errorf("login breaker counted %d attempts, %d failures; want 11, 0", a, f)
+	}
+	// The breaker is on: 503s count against it.
 	l.Script(loginID, s503(), s503(), s503())
 	c.Exchange(context.Background(), euWest1(t), loginCreds())
-	if _, err := c.Exchange(context.Background(), euWest1(t), loginCreds()); !errors.Is(err, ErrCircuitOpen) {
-		t.Errorf("after a 503: %v; want the breaker open", err)
+	if a, f := counts(cb); a != 14 || f != 3 {
+		t.Errorf("after three 503s the login breaker counted %d attempts, %d failures; want 14, 3", a, f)
 	}
 
 	ts := newFakeTenantService(t)
 	tc := newTenantClient(t, ts.URL(), func(cfg *TenantClientConfig) { cfg.Breaker = hair })
+	tcb := tenantBreaker(t, tc, ts.URL())
 	ts.Script("acme", "genesys", upstreamtest.Step{Status: 400}, upstreamtest.Step{Status: 403})
 	for _, want := range []Code{CodeInvalidRequest, CodeTenantServiceUnavailable, CodeCredentialsNotFound, CodeCredentialsNotFound} {
 		_, err := tc.GenesysCredentials(context.Background(), "acme")
 		asError(t, err, want)
-		if errors.Is(err, ErrCircuitOpen) {
+		if errors.Is(err, ErrCircuitOpen) || tcb.IsOpen() {
 			t.Fatalf("a 4xx opened the breaker: %v", err)
 		}
 	}
 	if n := ts.TotalCalls(); n != 4 {
 		t.Errorf("Tenant Service calls = %d, want 4", n)
+	}
+	if a, f := counts(tcb); a != 4 || f != 0 {
+		t.Errorf("Tenant Service breaker counted %d attempts, %d failures; want 4, 0", a, f)
+	}
+	// The breaker is on: a 502 on a fresh window opens it.
+	ts.Script("acme", "genesys", upstreamtest.Step{Status: 502})
+	fresh := newTenantClient(t, ts.URL(), func(cfg *TenantClientConfig) { cfg.Breaker = hair; cfg.MaxRetries = -1 })
+	fresh.GenesysCredentials(context.Background(), "acme")
+	if _, err := fresh.GenesysCredentials(context.Background(), "acme"); !errors.Is(err, ErrCircuitOpen) {
+		t.Errorf("after a 502: %v; want the breaker open", err)
 	}
 }
 
@@ -215,7 +239,7 @@ func TestBreakerIsPerLoginHost(t *testing.T) {
 		l.AddClient(loginID, loginSecret)
 	}
 	ie.Script(loginID, repeat(s503(), 20)...)
-	bc := BreakerConfig{FailureThreshold: 2, Window: 2, OpenDuration: 10 * time.Second}
+	bc := BreakerConfig{FailureThreshold: 2, FailureRate: 1, OpenDuration: 10 * time.Second}
 	c := newLoginClient(t, "", func(cfg *LoginClientConfig) {
 		cfg.HTTPClient = routedClient(t, map[string]string{"login.mypurecloud.ie": ie.URL(), "login.mypurecloud.de": de.URL()})
 		cfg.Breaker = bc
@@ -253,7 +277,7 @@ func TestBreakerHalfOpensThenReopensOrCloses(t *testing.T) {
 	l, c := newLoginFixture(t, func(cfg *LoginClientConfig) {
 		cfg.Logger = logs.logger()
 		cfg.MaxRetries = -1
-		cfg.Breaker = BreakerConfig{FailureThreshold: 2, Window: 2, OpenDuration: shortOpen, HalfOpenProbes: 2}
+		cfg.Breaker = BreakerConfig{FailureThreshold: 2, FailureRate: 1, OpenDuration: shortOpen, HalfOpenProbes: 2}
 	})
 	cb := loginBreaker(c, hostKey(mustURL(t, l.URL())))
 	exchange := func() error {
@@ -331,7 +355,7 @@ func TestBreakerHalfOpensThenReopensOrCloses(t *testing.T) {
 func TestBreakerIgnoresCallerCancellation(t *testing.T) {
 	t.Parallel()
 	l, c := newLoginFixture(t, func(cfg *LoginClientConfig) {
-		cfg.Breaker = BreakerConfig{FailureThreshold: 1, Window: 1, OpenDuration: 10 * time.Second}
+		cfg.Breaker = BreakerConfig{FailureThreshold: 1, FailureRate: 1, OpenDuration: 10 * time.Second}
 	})
 	l.Script(loginID, repeat(upstreamtest.Step{Delay: 5 * time.Second}, 3)...)
 	for range 3 {
@@ -371,7 +395,8 @@ func TestBreakerMetrics(t *testing.T) {
 	l, c := newLoginFixture(t, func(cfg *LoginClientConfig) {
 		cfg.MeterProvider = mp
 		cfg.MaxRetries = -1
-		cfg.Breaker = BreakerConfig{FailureThreshold: 1, Window: 1, OpenDuration: shortOpen, HalfOpenProbes: 1}
+		// Opens at the first 503 after the one success: 1 of 2 attempts.
+		cfg.Breaker = BreakerConfig{FailureThreshold: 1, FailureRate: 0.5, OpenDuration: shortOpen, HalfOpenProbes: 1}
 	})
 	host := hostKey(mustURL(t, l.URL()))
 	attrs := "{host=" + host + ",upstream=genesys_login}"
@@ -421,25 +446,52 @@ func TestBreakerConfigDefaultsAndValidation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b.threshold != 5 || b.window != 10 || b.openDuration != 10*time.Second || b.halfOpenProbes != 2 {
+	if b.minAttempts != 10 || b.failureRate != 0.5 || b.window != 10*time.Second || b.openDuration != 10*time.Second || b.halfOpenProbes != 2 {
 		t.Errorf("defaults %+v", b)
 	}
-	if b, _ := newBreakers("x", BreakerConfig{FailureThreshold: 7}, nil, nil); b.window != 14 {
-		t.Errorf("window %d for threshold 7, want 14", b.window)
+	// The minimum sample is the fewest attempts in which the threshold's
+	// failures make the rate: ⌈threshold / rate⌉.
+	for _, tc := range []struct {
+		cfg  BreakerConfig
+		want uint
+	}{
+		{BreakerConfig{FailureThreshold: 7}, 14},
+		{BreakerConfig{FailureThreshold: 5, FailureRate: 1}, 5},
+		{BreakerConfig{FailureThreshold: 5, FailureRate: 0.25}, 20},
+		{BreakerConfig{FailureThreshold: 3, FailureRate: 0.3}, 10}, // 3/0.3 is 10.000000000000002 in float64
+		{BreakerConfig{FailureThreshold: 5, FailureRate: 0.3}, 17},
+		{BreakerConfig{FailureThreshold: 1, FailureRate: 0.9}, 2},
+		{BreakerConfig{FailureThreshold: 1000, FailureRate: 0.01}, 100000},
+	} {
+		b, err := newBreakers("x", tc.cfg, nil, nil)
+		if err != nil || b.minAttempts != tc.want {
+			t.Errorf("%+v: minimum sample %v (%v), want %d", tc.cfg, b, err, tc.want)
+		}
+	}
+	if b, _ := newBreakers("x", BreakerConfig{Window: time.Minute}, nil, nil); b.window != time.Minute {
+		t.Errorf("window %v, want 1m", b.window)
 	}
 	if b, err := newBreakers("x", BreakerConfig{FailureThreshold: -1}, nil, nil); b != nil || err != nil {
 		t.Errorf("negative threshold: %v %v; want no breakers", b, err)
 	}
-	for _, bad := range []BreakerConfig{
-		{FailureThreshold: 5, Window: 4},
-		{HalfOpenProbes: -1},
-		{OpenDuration: -time.Second},
+	for _, tc := range []struct {
+		cfg     BreakerConfig
+		wantErr string
+	}{
+		{BreakerConfig{FailureRate: -0.5}, "FailureRate"},
+		{BreakerConfig{FailureRate: 1.01}, "FailureRate"},
+		{BreakerConfig{FailureRate: math.NaN()}, "FailureRate"},
+		{BreakerConfig{Window: -time.Second}, "Window"},
+		{BreakerConfig{Window: 10}, "Window"}, // 10 ns: a count of attempts, as Window used to be
+		{BreakerConfig{Window: 99 * time.Millisecond}, "Window"},
+		{BreakerConfig{HalfOpenProbes: -1}, "HalfOpenProbes"},
+		{BreakerConfig{OpenDuration: -time.Second}, "OpenDuration"},
 	} {
-		if _, err := NewLoginClient(LoginClientConfig{CallConfig: CallConfig{Breaker: bad}}); err == nil {
-			t.Errorf("%+v accepted", bad)
+		if _, err := NewLoginClient(LoginClientConfig{CallConfig: CallConfig{Breaker: tc.cfg}}); err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+			t.Errorf("%+v: error %v, want one naming %s", tc.cfg, err, tc.wantErr)
 		}
-		if _, err := NewTenantClient(TenantClientConfig{BaseURL: "http://127.0.0.1:9", CallConfig: CallConfig{Breaker: bad}}); err == nil {
-			t.Errorf("%+v accepted by the Tenant Service client", bad)
+		if _, err := NewTenantClient(TenantClientConfig{BaseURL: "http://127.0.0.1:9", CallConfig: CallConfig{Breaker: tc.cfg}}); err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+			t.Errorf("%+v: Tenant Service client error %v, want one naming %s", tc.cfg, err, tc.wantErr)
 		}
 	}
 }
@@ -474,5 +526,191 @@ func TestBreakerCountsOnlyHostFaults(t *testing.T) {
 		if got := c.classify(&tc.o).hostFault; got != tc.want {
 			t.Errorf("status %d err %v: hostFault %v, want %v", tc.o.status, tc.o.err, got, tc.want)
 		}
+	}
+}
+
+// tenantBreaker returns the breaker of the Tenant Service client c for the
+// fake at base.
+func tenantBreaker(t *testing.T, c *TenantClient, base string) circuitbreaker.CircuitBreaker[*outcome] {
+	t.Helper()
+	return c.retry.breakers.forHost(hostKey(mustURL(t, base)))
+}
+
+// TestBreakerStaysClosedWhileAMinorityFails is the load test's finding: one
+// tenant whose lookups answer 503 (3 attempts each, with the default
+// retries) amid other tenants' successes must not open the Tenant Service's
+// breaker, even when its bursts put 5 failures within 10 consecutive
+// attempts — which opened the old count-based breaker ("5 of the last 10")
+// and answered every other tenant 503 TENANT_SERVICE_UNAVAILABLE.
+func TestBreakerStaysClosedWhileAMinorityFails(t *testing.T) {
+	t.Parallel()
+	ts := newFakeTenantService(t)
+	const good = 12
+	for i := range good {
+		ts.SetCredentials(fmt.Sprintf("good-%02d", i), acmeCreds)
+	}
+	const rounds = 5
+	ts.Script("bad", "genesys", repeat(s503(), rounds*2*3)...)
+	c := newTenantClient(t, ts.URL()) // default breaker and retries; fast backoff
+	cb := tenantBreaker(t, c, ts.URL())
+
+	okCall := func(tenant string) {
+		t.Helper()
+		if _, err := c.GenesysCredentials(context.Background(), tenant); err != nil {
+			t.Fatalf("%s: %v; a healthy tenant is refused", tenant, err)
+		}
+	}
+	badCall := func() {
+		t.Helper()
+		_, err := c.GenesysCredentials(context.Background(), "bad")
+		if e := asError(t, err, CodeTenantServiceUnavailable); errors.Is(err, ErrCircuitOpen) || e.Attempts != 3 || e.Status != http.StatusServiceUnavailable {
+			t.Fatalf("bad tenant: %v (attempts %d); want its 3 attempts to reach the host", err, e.Attempts)
+		}
+	}
+	start := time.Now()
+	// Each round: 10 successes, then 3 failures, 2 successes, 3 failures —
+	// 6 of 8 consecutive attempts fail, a third of the round's 18.
+	for range rounds {
+		for i := range 10 {
+			okCall(fmt.Sprintf("good-%02d", i))
+		}
+		badCall()
+		okCall("good-10")
+		okCall("good-11")
+		badCall()
+		if s := cb.State(); s != circuitbreaker.ClosedState {
+			t.Fatalf("breaker %s after a minority of failures, want closed", s)
+		}
+	}
+	if took := time.Since(start); took > 9*time.Second {
+		t.Fatalf("took %v: the attempts did not all fall into one 10 s window, so the test proves nothing", took)
+	}
+	if n := ts.TotalCalls(); n != rounds*18 {
+		t.Errorf("Tenant Service calls = %d, want %d", n, rounds*18)
+	}
+
+	// The same attempts, in the order the host saw them, open the old
+	// count-based breaker.
+	old := circuitbreaker.NewBuilder[any]().WithFailureThresholdRatio(5, 10).WithDelay(time.Minute).Build()
+	failed := 0
+	for i, r := range ts.Requests() {
+		if strings.Contains(r.EscapedPath, "/tenants/bad/") {
+			old.RecordFailure()
+			failed++
+		} else {
+			old.RecordSuccess()
+		}
+		if i == 17 && !old.IsOpen() {
+			t.Errorf("the old rule (5 of the last 10) stays closed after the first round; the interleaving proves nothing")
+		}
+	}
+	if failed != rounds*6 {
+		t.Errorf("%d failed attempts, want %d", failed, rounds*6)
+	}
+}
+
+// TestBreakerOpensAtTheMinimumSample: when every attempt fails, the breaker
+// opens at the attempt that completes the minimum sample, ⌈threshold /
+// rate⌉ — not before, however many failures in a row came first.
+func TestBreakerOpensAtTheMinimumSample(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		cfg  BreakerConfig
+		want int
+	}{
+		{"defaults", BreakerConfig{}, 10},
+		{"threshold 3 rate 0.3", BreakerConfig{FailureThreshold: 3, FailureRate: 0.3}, 10},
+		{"threshold 2 rate 0.25", BreakerConfig{FailureThreshold: 2, FailureRate: 0.25}, 8},
+		{"threshold 4 rate 1", BreakerConfig{FailureThreshold: 4, FailureRate: 1}, 4},
+		{"threshold 1", BreakerConfig{FailureThreshold: 1}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ts := newFakeTenantService(t)
+			ts.Script("acme", "genesys", repeat(s503(), tc.want)...)
+			c := newTenantClient(t, ts.URL(), func(cfg *TenantClientConfig) {
+				cfg.MaxRetries = -1 // one attempt per call: calls count attempts
+				cfg.Breaker = tc.cfg
+			})
+			cb := tenantBreaker(t, c, ts.URL())
+			for i := 1; i <= tc.want; i++ {
+				_, err := c.GenesysCredentials(context.Background(), "acme")
+				if e := asError(t, err, CodeTenantServiceUnavailable); errors.Is(err, ErrCircuitOpen) || e.Attempts != 1 {
+					t.Fatalf("attempt %d: %v; want it to reach the host", i, err)
+				}
+				if open := cb.State() == circuitbreaker.OpenState; open != (i == tc.want) {
+					t.Fatalf("after %d failed attempts the breaker is %s; want it to open at %d", i, cb.State(), tc.want)
+				}
+			}
+			_, err := c.GenesysCredentials(context.Background(), "acme")
+			if !errors.Is(err, ErrCircuitOpen) || ts.TotalCalls() != tc.want {
+				t.Errorf("after opening: %v, %d calls; want a refusal and %d calls", err, ts.TotalCalls(), tc.want)
+			}
+		})
+	}
+}
+
+// TestBreakerOpensOnTenantServiceOutageWithRetries: the defaults with the
+// default retries, every lookup failing: three tenants' 3 attempts each,
+// then the fourth tenant's first attempt is the 10th and opens the breaker,
+// which ends that call without its retries; the fifth is refused.
+func TestBreakerOpensOnTenantServiceOutageWithRetries(t *testing.T) {
+	t.Parallel()
+	ts := newFakeTenantService(t)
+	for i := range 5 {
+		ts.Script(fmt.Sprintf("t%d", i), "genesys", s503(), s503(), s503())
+	}
+	c := newTenantClient(t, ts.URL())
+	cb := tenantBreaker(t, c, ts.URL())
+	for i, want := range []int{3, 3, 3, 1} {
+		_, err := c.GenesysCredentials(context.Background(), fmt.Sprintf("t%d", i))
+		if e := asError(t, err, CodeTenantServiceUnavailable); errors.Is(err, ErrCircuitOpen) || e.Attempts != want {
+			t.Fatalf("tenant %d: %v, %d attempts; want %d attempts", i, err, e.Attempts, want)
+		}
+	}
+	if cb.State() != circuitbreaker.OpenState || ts.TotalCalls() != 10 {
+		t.Fatalf("breaker %s after %d attempts; want open after 10", cb.State(), ts.TotalCalls())
+	}
+	_, err := c.GenesysCredentials(context.Background(), "t4")
+	if e := asError(t, err, CodeTenantServiceUnavailable); !errors.Is(err, ErrCircuitOpen) || e.Attempts != 0 || ts.TotalCalls() != 10 {
+		t.Errorf("tenant 4: %v after %d calls; want a refusal without an attempt", err, ts.TotalCalls())
+	}
+}
+
+// TestBreakerForgetsFailuresOutsideTheWindow: failures older than the
+// window no longer count, so two bursts of 9 failures a window apart never
+// open a breaker whose minimum sample is 10 (the old rule counted attempts,
+// not time, and opened at the fifth).
+func TestBreakerForgetsFailuresOutsideTheWindow(t *testing.T) {
+	t.Parallel()
+	const window = time.Second
+	ts := newFakeTenantService(t)
+	ts.Script("acme", "genesys", repeat(s503(), 19)...)
+	c := newTenantClient(t, ts.URL(), func(cfg *TenantClientConfig) {
+		cfg.MaxRetries = -1
+		cfg.Breaker = BreakerConfig{Window: window}
+	})
+	cb := tenantBreaker(t, c, ts.URL())
+	burst := func(n int) time.Duration {
+		start := time.Now()
+		for range n {
+			if _, err := c.GenesysCredentials(context.Background(), "acme"); errors.Is(err, ErrCircuitOpen) {
+				t.Fatalf("refused after %d calls; want the breaker closed", ts.TotalCalls())
+			}
+		}
+		return time.Since(start)
+	}
+	burst(9)
+	time.Sleep(window + window/5) // every bucket of the first burst expires
+	if took := burst(9); cb.State() != circuitbreaker.ClosedState {
+		t.Fatalf("breaker %s after two bursts of 9 a window apart; want closed", cb.State())
+	} else if took > window/2 {
+		t.Skipf("the second burst took %v; too slow to prove the next failure completes a sample within the window", took)
+	}
+	// The 10th failure within the window completes the sample: open.
+	burst(1)
+	if cb.State() != circuitbreaker.OpenState || ts.TotalCalls() != 19 {
+		t.Errorf("breaker %s after %d calls; want open after the 10th failure within the window", cb.State(), ts.TotalCalls())
 	}
 }

@@ -96,11 +96,14 @@ func TestBreakerSettings(t *testing.T) {
 		env  map[string]string
 		want upstream.BreakerConfig
 	}{
-		"defaults": {nil, nil, upstream.BreakerConfig{FailureThreshold: 5, OpenDuration: 10 * time.Second, HalfOpenProbes: 2}},
-		"env": {nil, map[string]string{"SIDECAR_BREAKER_FAILURE_THRESHOLD": "8", "SIDECAR_BREAKER_OPEN_DURATION": "30s", "SIDECAR_BREAKER_HALF_OPEN_PROBES": "1"},
-			upstream.BreakerConfig{FailureThreshold: 8, OpenDuration: 30 * time.Second, HalfOpenProbes: 1}},
-		"flags": {[]string{"-breaker-failure-threshold", "3", "-breaker-open-duration", "2s", "-breaker-half-open-probes", "3"}, nil,
-			upstream.BreakerConfig{FailureThreshold: 3, OpenDuration: 2 * time.Second, HalfOpenProbes: 3}},
+		"defaults": {nil, nil, upstream.BreakerConfig{FailureThreshold: 5, FailureRate: 0.5, Window: 10 * time.Second, OpenDuration: 10 * time.Second, HalfOpenProbes: 2}},
+		"env": {nil, map[string]string{"SIDECAR_BREAKER_FAILURE_THRESHOLD": "8", "SIDECAR_BREAKER_FAILURE_RATE": "0.25", "SIDECAR_BREAKER_WINDOW": "1m",
+			"SIDECAR_BREAKER_OPEN_DURATION": "30s", "SIDECAR_BREAKER_HALF_OPEN_PROBES": "1"},
+			upstream.BreakerConfig{FailureThreshold: 8, FailureRate: 0.25, Window: time.Minute, OpenDuration: 30 * time.Second, HalfOpenProbes: 1}},
+		"flags": {[]string{"-breaker-failure-threshold", "3", "-breaker-failure-rate", "1", "-breaker-window", "2s", "-breaker-open-duration", "2s", "-breaker-half-open-probes", "3"}, nil,
+			upstream.BreakerConfig{FailureThreshold: 3, FailureRate: 1, Window: 2 * time.Second, OpenDuration: 2 * time.Second, HalfOpenProbes: 3}},
+		"flag over env": {[]string{"-breaker-failure-rate", "0.75", "-breaker-window", "30s"}, map[string]string{"SIDECAR_BREAKER_FAILURE_RATE": "0.1", "SIDECAR_BREAKER_WINDOW": "5s"},
+			upstream.BreakerConfig{FailureThreshold: 5, FailureRate: 0.75, Window: 30 * time.Second, OpenDuration: 10 * time.Second, HalfOpenProbes: 2}},
 		"off": {[]string{"-breaker-failure-threshold", "0"}, nil, upstream.BreakerConfig{FailureThreshold: -1}},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -119,12 +122,43 @@ func TestBreakerSettings(t *testing.T) {
 	}
 	for _, args := range [][]string{
 		{"-breaker-failure-threshold", "-1"},
+		{"-breaker-failure-threshold", "1001"},
+		{"-breaker-failure-rate", "0"},
+		{"-breaker-failure-rate", "-0.5"},
+		{"-breaker-failure-rate", "1.5"},
+		{"-breaker-failure-rate", "NaN"},
+		{"-breaker-window", "0s"},
+		{"-breaker-window", "-10s"},
+		{"-breaker-window", "500ms"},
+		{"-breaker-window", "11m"},
 		{"-breaker-open-duration", "0s"},
 		{"-breaker-half-open-probes", "0"},
 	} {
 		if _, err := parseConfig(append([]string{"-demo"}, args...), func(string) string { return "" }, io.Discard); err == nil ||
 			!strings.Contains(err.Error(), args[0]) {
 			t.Errorf("%v: error %v; want one naming %s", args, err, args[0])
+		}
+	}
+	for _, tc := range []struct{ env, value, want string }{
+		{"SIDECAR_BREAKER_FAILURE_RATE", "half", `invalid SIDECAR_BREAKER_FAILURE_RATE="half"`},
+		{"SIDECAR_BREAKER_FAILURE_RATE", "2", "-breaker-failure-rate must be above 0 and at most 1, got 2"},
+		{"SIDECAR_BREAKER_WINDOW", "10", `invalid SIDECAR_BREAKER_WINDOW="10"`},
+		{"SIDECAR_BREAKER_WINDOW", "1h", "-breaker-window must be between 1s and 10m, got 1h0m0s"},
+	} {
+		env := map[string]string{"SIDECAR_DEMO": "true", tc.env: tc.value}
+		if _, err := parseConfig(nil, func(k string) string { return env[k] }, io.Discard); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s=%s: error %v; want one containing %q", tc.env, tc.value, err, tc.want)
+		}
+	}
+	// The bounds themselves are accepted.
+	for _, args := range [][]string{
+		{"-breaker-failure-rate", "1"},
+		{"-breaker-failure-rate", "0.01"},
+		{"-breaker-window", "1s"},
+		{"-breaker-window", "10m"},
+	} {
+		if _, err := parseConfig(append([]string{"-demo"}, args...), func(string) string { return "" }, io.Discard); err != nil {
+			t.Errorf("%v: %v", args, err)
 		}
 	}
 }

@@ -33,6 +33,8 @@ type config struct {
 	OAuthMaxRetries int
 
 	BreakerFailureThreshold int
+	BreakerFailureRate      float64
+	BreakerWindow           time.Duration
 	BreakerOpenDuration     time.Duration
 	BreakerHalfOpenProbes   int
 
@@ -78,7 +80,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&cfg.GenesysAPIURL, "genesys-api-url", "", "API base URL used for every region instead of https://api.{domain}")
 	fs.DurationVar(&cfg.OAuthTimeout, "oauth-timeout", 10*time.Second, "timeout of one Genesys token exchange attempt")
 	fs.IntVar(&cfg.OAuthMaxRetries, "oauth-max-retries", 2, "retries of a failed Genesys token exchange (0 = none)")
-	fs.IntVar(&cfg.BreakerFailureThreshold, "breaker-failure-threshold", 5, "failures (5xx, timeouts, network errors) among the last twice as many attempts to an upstream host that open its circuit breaker (0 = no breakers)")
+	fs.IntVar(&cfg.BreakerFailureThreshold, "breaker-failure-threshold", 5, "fewest host failures (5xx, timeouts, network errors) that open an upstream host's circuit breaker: it opens only once -breaker-window holds threshold / -breaker-failure-rate attempts, rounded up (0 = no breakers)")
+	fs.Float64Var(&cfg.BreakerFailureRate, "breaker-failure-rate", 0.5, "share of an upstream host's attempts within -breaker-window that must fail to open its circuit breaker, in (0, 1]")
+	fs.DurationVar(&cfg.BreakerWindow, "breaker-window", 10*time.Second, "rolling period over which a circuit breaker counts its host's attempts and failures")
 	fs.DurationVar(&cfg.BreakerOpenDuration, "breaker-open-duration", 10*time.Second, "how long an open circuit breaker answers 503 at once before it probes the host again")
 	fs.IntVar(&cfg.BreakerHalfOpenProbes, "breaker-half-open-probes", 2, "probe attempts a half-open circuit breaker lets through; all must succeed to close it")
 	fs.StringVar(&cfg.DefaultTenant, "default-tenant", "", "tenant used when a request names none")
@@ -189,6 +193,12 @@ func (c config) validate() error {
 	if c.BreakerFailureThreshold < 0 || c.BreakerFailureThreshold > 1000 {
 		errs = append(errs, fmt.Errorf("-breaker-failure-threshold must be between 0 (off) and 1000, got %d", c.BreakerFailureThreshold))
 	}
+	if !(c.BreakerFailureRate > 0 && c.BreakerFailureRate <= 1) { // NaN too
+		errs = append(errs, fmt.Errorf("-breaker-failure-rate must be above 0 and at most 1, got %v", c.BreakerFailureRate))
+	}
+	if c.BreakerWindow < time.Second || c.BreakerWindow > 10*time.Minute {
+		errs = append(errs, fmt.Errorf("-breaker-window must be between 1s and 10m, got %v", c.BreakerWindow))
+	}
 	if c.BreakerOpenDuration <= 0 {
 		errs = append(errs, fmt.Errorf("-breaker-open-duration must be positive, got %v", c.BreakerOpenDuration))
 	}
@@ -208,14 +218,17 @@ func (c config) validate() error {
 }
 
 // breaker is the circuit breaker setting of both upstream clients: one
-// breaker per host, opening on the threshold's failures among the last
-// twice as many attempts.
+// breaker per host, opening when at least the failure rate of the attempts
+// within the window failed, once the window holds threshold / rate attempts
+// (by default half of at least 10 attempts within 10 s).
 func (c config) breaker() upstream.BreakerConfig {
 	if c.BreakerFailureThreshold == 0 {
 		return upstream.BreakerConfig{FailureThreshold: -1} // the flag's 0 means off
 	}
 	return upstream.BreakerConfig{
 		FailureThreshold: c.BreakerFailureThreshold,
+		FailureRate:      c.BreakerFailureRate,
+		Window:           c.BreakerWindow,
 		OpenDuration:     c.BreakerOpenDuration,
 		HalfOpenProbes:   c.BreakerHalfOpenProbes,
 	}

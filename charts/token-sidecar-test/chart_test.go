@@ -59,6 +59,8 @@ func TestAllSettings(t *testing.T) {
 		"SIDECAR_OAUTH_TIMEOUT":             "7s",
 		"SIDECAR_OAUTH_MAX_RETRIES":         "4",
 		"SIDECAR_BREAKER_FAILURE_THRESHOLD": "8",
+		"SIDECAR_BREAKER_FAILURE_RATE":      "0.25",
+		"SIDECAR_BREAKER_WINDOW":            "1m",
 		"SIDECAR_BREAKER_OPEN_DURATION":     "30s",
 		"SIDECAR_BREAKER_HALF_OPEN_PROBES":  "3",
 		"SIDECAR_DEFAULT_TENANT":            "acme",
@@ -96,11 +98,12 @@ func TestAllSettings(t *testing.T) {
 func TestSettingsFromSet(t *testing.T) {
 	vals := values(t)
 	vals["config"] = map[string]any{"cacheCapacity": int64(50000), "refreshAt": "0.9", "requireRequestHeader": true, "oauthMaxRetries": int64(0),
+		"breakerFailureRate": "1", "breakerWindow": "30s",
 		"breakerFailureThreshold": int64(0)} // 0 = breakers off: must be set, not dropped
 	c, _ := sidecar(t, &mustRender(t, loadChart(t), vals).onlyDeployment(t).Spec.Template.Spec)
 	env := envMap(t, c)
 	for k, want := range map[string]string{"SIDECAR_CACHE_CAPACITY": "50000", "SIDECAR_REFRESH_AT": "0.9", "SIDECAR_REQUIRE_REQUEST_HEADER": "true", "SIDECAR_OAUTH_MAX_RETRIES": "0",
-		"SIDECAR_BREAKER_FAILURE_THRESHOLD": "0"} {
+		"SIDECAR_BREAKER_FAILURE_THRESHOLD": "0", "SIDECAR_BREAKER_FAILURE_RATE": "1", "SIDECAR_BREAKER_WINDOW": "30s"} {
 		if env[k] != want {
 			t.Errorf("%s = %q, want %q", k, env[k], want)
 		}

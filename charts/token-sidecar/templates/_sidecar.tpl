@@ -60,6 +60,8 @@ environment variable, how the value is printed.
 - [oauthTimeout, SIDECAR_OAUTH_TIMEOUT, string]
 - [oauthMaxRetries, SIDECAR_OAUTH_MAX_RETRIES, int]
 - [breakerFailureThreshold, SIDECAR_BREAKER_FAILURE_THRESHOLD, int]
+- [breakerFailureRate, SIDECAR_BREAKER_FAILURE_RATE, string]
+- [breakerWindow, SIDECAR_BREAKER_WINDOW, string]
 - [breakerOpenDuration, SIDECAR_BREAKER_OPEN_DURATION, string]
 - [breakerHalfOpenProbes, SIDECAR_BREAKER_HALF_OPEN_PROBES, int]
 - [defaultTenant, SIDECAR_DEFAULT_TENANT, string]

@@ -49,10 +49,11 @@ type apiProxy struct {
 	tokenTimeout time.Duration // Config.RequestTimeout
 	timeout      time.Duration // Config.APIProxyTimeout
 	logger       *slog.Logger
+	spans        *lazySpans // nil: none started here
 	rp           *httputil.ReverseProxy
 }
 
-func newAPIProxy(cfg Config, rules *tenantRules, tokenTimeout time.Duration, logger *slog.Logger) (*apiProxy, error) {
+func newAPIProxy(cfg Config, rules *tenantRules, tokenTimeout time.Duration, logger *slog.Logger, spans *lazySpans) (*apiProxy, error) {
 	if cfg.APIProxyTimeout < 0 {
 		return nil, errors.New("proxy: Config.APIProxyTimeout is negative")
 	}
@@ -66,6 +67,7 @@ func newAPIProxy(cfg Config, rules *tenantRules, tokenTimeout time.Duration, log
 		tokenTimeout: tokenTimeout,
 		timeout:      cfg.APIProxyTimeout,
 		logger:       logger,
+		spans:        spans,
 	}
 	if p.timeout == 0 {
 		p.timeout = defaultAPIProxyTimeout
@@ -138,7 +140,11 @@ func (p *apiProxy) serve(c echo.Context) error {
 		}
 		return err
 	}
-	ctx, cancel := context.WithTimeout(req.Context(), p.tokenTimeout)
+	// Every proxied request goes upstream (the API, perhaps the token
+	// upstreams): it needs its trace.
+	ctx := p.spans.context(c)
+	req = c.Request()
+	ctx, cancel := context.WithTimeout(ctx, p.tokenTimeout)
 	tok, err := p.cache.Get(ctx, key)
 	cancel()
 	if err != nil {

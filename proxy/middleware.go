@@ -29,12 +29,15 @@ const logTenantKey = "proxy.tenant"
 // bodies.
 //
 // When the level is disabled it builds no attributes, so the cached-token
-// path pays one Enabled call.
-func requestLog(logger *slog.Logger) echo.MiddlewareFunc {
+// path pays one Enabled call. When it logs, the line carries the request's
+// trace: spans starts one if the request has none (nil spans: none is
+// started), and ends the one it started, here or in a handler, at the end.
+func requestLog(logger *slog.Logger, spans *lazySpans) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			start := time.Now()
 			err := next(c)
+			defer spans.end(c)
 			req := c.Request()
 			ctx := req.Context()
 			level := slog.LevelDebug
@@ -56,6 +59,7 @@ func requestLog(logger *slog.Logger) echo.MiddlewareFunc {
 			if !logger.Enabled(ctx, level) {
 				return nil
 			}
+			ctx = spans.context(c)
 			status := c.Response().Status
 			attrs := make([]slog.Attr, 0, 8)
 			attrs = append(attrs,

@@ -19,7 +19,7 @@ import (
 // required. They run for unknown paths too: without the header, every
 // request is 403.
 func tokenRoutes(e *echo.Echo, h *tokenHandlers, api *apiProxy, requireHeader bool) {
-	e.Use(requestLog(h.logger), observe(h.metrics), recoverPanic(h.logger))
+	e.Use(requestLog(h.logger, h.spans), observe(h.metrics), recoverPanic(h.logger))
 	if requireHeader {
 		e.Use(requireRequestHeader)
 	}
@@ -33,7 +33,7 @@ func tokenRoutes(e *echo.Echo, h *tokenHandlers, api *apiProxy, requireHeader bo
 // X-Token-Request check here: the callers are the kubelet and Prometheus,
 // and nothing here serves a token.
 func adminRoutes(e *echo.Echo, a *adminHandlers) {
-	e.Use(requestLog(a.logger), observe(nil), recoverPanic(a.logger))
+	e.Use(requestLog(a.logger, nil), observe(nil), recoverPanic(a.logger))
 
 	getOrHead := []string{http.MethodGet, http.MethodHead}
 	e.Match(getOrHead, "/healthz", a.healthz)

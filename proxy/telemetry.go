@@ -9,6 +9,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -186,4 +187,57 @@ func (l answerLabels) attributes() []attribute.KeyValue {
 		attrs = append(attrs, semconv.ErrorTypeKey.String(l.code))
 	}
 	return attrs
+}
+
+// lazySpans starts a request's server span when something first needs the
+// request's trace context, for a listener that otelhttp does not wrap
+// (Config.TracerProvider says why). A nil *lazySpans starts nothing.
+type lazySpans struct {
+	tracer trace.Tracer
+	prop   propagation.TextMapPropagator
+}
+
+// lazySpanKey is the echo context key of the span lazySpans started.
+const lazySpanKey = "proxy.lazySpan"
+
+func newLazySpans(tp trace.TracerProvider, prop propagation.TextMapPropagator) *lazySpans {
+	if tp == nil {
+		return nil
+	}
+	if prop == nil {
+		prop = propagation.TraceContext{}
+	}
+	return &lazySpans{tracer: tp.Tracer(instrumentationName), prop: prop}
+}
+
+// context returns the context of c's request with a span in it: the span
+// the request already has (otelhttp's, or one started here before), else a
+// server span started now, as a child of the caller's traceparent when it
+// sent one. A new span's context replaces the request's on c, so that the
+// handlers after this point, and requestLog, see it.
+func (l *lazySpans) context(c echo.Context) context.Context {
+	req := c.Request()
+	ctx := req.Context()
+	if l == nil || trace.SpanContextFromContext(ctx).IsValid() {
+		return ctx
+	}
+	ctx = l.prop.Extract(ctx, propagation.HeaderCarrier(req.Header))
+	name := req.Method
+	if route := c.Path(); route != "" {
+		name += " " + route
+	}
+	ctx, span := l.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer))
+	c.Set(lazySpanKey, span)
+	c.SetRequest(req.WithContext(ctx))
+	return ctx
+}
+
+// end ends the span context started on c, if it started one.
+func (l *lazySpans) end(c echo.Context) {
+	if l == nil {
+		return
+	}
+	if span, ok := c.Get(lazySpanKey).(trace.Span); ok {
+		span.End()
+	}
 }

@@ -10,6 +10,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/token-sidecar/token-sidecar/cache"
 )
@@ -88,10 +90,25 @@ type Config struct {
 
 	// MeterProvider receives token_sidecar.token.requests, the answers by
 	// route, status and error code, and token_sidecar.token.request.duration,
-	// their latency. Nil means no metrics. Tracing needs no field: cmd wraps
-	// the handler in otelhttp when spans are recorded, and the route
-	// middleware names its spans.
+	// their latency. Nil means no metrics.
 	MeterProvider metric.MeterProvider
+
+	// TracerProvider, when not nil, gives a request that reaches the handler
+	// without a span one on demand. cmd wraps the handler in otelhttp, which
+	// makes every request's server span, only while spans are recorded:
+	// otelhttp would be the largest cost of a cached token. Without it a
+	// request still needs a trace context when it goes upstream (so that
+	// the Tenant Service and the login receive the caller's trace in
+	// traceparent) and when a log line is written about it (trace_id and
+	// span_id). The span is started at the first of those, continuing the
+	// caller's traceparent (Propagator), and ended after the request log; a
+	// cached token answered without a log line starts none. A request that
+	// already has a span keeps it. Nil means no spans are started here.
+	TracerProvider trace.TracerProvider
+
+	// Propagator reads the caller's trace context for TracerProvider's
+	// spans. Nil means W3C trace context (traceparent, tracestate).
+	Propagator propagation.TextMapPropagator
 
 	// MetricsTenantLabel adds the tenant to token_sidecar.token.requests
 	// (never to the duration histogram). False, the zero value, keeps the
@@ -145,7 +162,9 @@ func NewTokenHandler(cfg Config) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	spans := newLazySpans(cfg.TracerProvider, cfg.Propagator)
 	h := &tokenHandlers{
+		spans:   spans,
 		cache:   cfg.Cache,
 		rules:   rules,
 		timeout: cfg.RequestTimeout,
@@ -166,7 +185,7 @@ func NewTokenHandler(cfg Config) (http.Handler, error) {
 	if h.now == nil {
 		h.now = time.Now
 	}
-	api, err := newAPIProxy(cfg, rules, h.timeout, h.logger)
+	api, err := newAPIProxy(cfg, rules, h.timeout, h.logger, spans)
 	if err != nil {
 		return nil, err
 	}
@@ -185,6 +204,7 @@ func orDiscard(l *slog.Logger) *slog.Logger {
 
 // tokenHandlers serve the token API. Immutable after NewTokenHandler.
 type tokenHandlers struct {
+	spans   *lazySpans // nil: none started here
 	cache   TokenCache
 	cached  cachedTokens // cache's fast path; nil when it has none
 	rules   *tenantRules
@@ -219,7 +239,8 @@ func (h *tokenHandlers) serve(c echo.Context, refresh bool) error {
 		tok, hit = h.cached.Cached(req.Context(), key)
 	}
 	if !hit {
-		ctx, cancel := context.WithTimeout(req.Context(), h.timeout)
+		// Going upstream: the calls carry the request's trace.
+		ctx, cancel := context.WithTimeout(h.spans.context(c), h.timeout)
 		if refresh {
 			tok, err = h.cache.Refresh(ctx, key)
 		} else {

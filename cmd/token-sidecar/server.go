@@ -136,6 +136,8 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		APIProxyTimeout:      cfg.ProxyTimeout,
 		Logger:               logger,
 		MeterProvider:        tel.meter(),
+		TracerProvider:       tel.tracerProvider,
+		Propagator:           tel.propagator,
 		MetricsTenantLabel:   cfg.MetricsTenantLabel,
 		LatencyBuckets:       upstream.LatencyBuckets,
 		APITransport:         tel.wrapClientTransport(proxy.NewAPITransport(), "genesys_api"),

@@ -283,9 +283,11 @@ func (t *telemetry) wrapHandler(h http.Handler, operation string) http.Handler {
 // its cost. Its latency is proxy's token_sidecar.token.request.duration, not
 // otelhttp's http.server.request.duration. When some span processor records
 // spans, otelhttp still makes the server spans, without its metrics. When
-// none does, the handler is not wrapped at all: no span would be recorded,
-// so requests get no trace or span ID (their log lines none either), and a
-// caller's traceparent is not continued.
+// none does, the handler is not wrapped at all: no span would be recorded.
+// proxy then starts a request's (non-recording) span only when the request
+// goes upstream or is logged (proxy.Config.TracerProvider), so that the
+// upstreams still receive the caller's trace and log lines carry trace_id
+// and span_id, and a cached token costs no span.
 func (t *telemetry) wrapTokenHandler(h http.Handler) http.Handler {
 	if t.spanProcessors == 0 {
 		return h

@@ -294,9 +294,47 @@ func TestNoOTELVariablesNoExporter(t *testing.T) {
 	}
 }
 
+// TestTraceContextWithoutAnExporter: with no OTEL_* variables nothing is
+// exported and the token listener is not wrapped in otelhttp, yet a request
+// that goes upstream or is logged still continues the caller's trace: the
+// Tenant Service receives it in traceparent, and the request's log line
+// carries its trace_id and span_id.
+func TestTraceContextWithoutAnExporter(t *testing.T) {
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	f := newFakes(t)
+	f.addTenant("acme")
+	s := startSidecar(t, f.env())
+	caller := map[string]string{"traceparent": "00-" + traceID + "-00f067aa0ba902b7-01"}
+	if a := do(t, http.MethodGet, s.tokenURL+"/token?tenant=acme", caller); a.Status != http.StatusOK {
+		t.Fatalf("acme: status %d", a.Status)
+	}
+	if a := do(t, http.MethodGet, s.tokenURL+"/token?tenant=gone", caller); a.Status != http.StatusNotFound {
+		t.Fatalf("gone: status %d", a.Status)
+	}
+	reqs := f.ts.Requests()
+	if len(reqs) != 2 {
+		t.Fatalf("%d Tenant Service calls, want 2", len(reqs))
+	}
+	for _, r := range reqs {
+		tp := r.Header.Get("Traceparent")
+		if !strings.HasPrefix(tp, "00-"+traceID+"-") {
+			t.Errorf("%s: traceparent %q, want the caller's trace %s", r.RequestURI, tp, traceID)
+		}
+	}
+	var line map[string]any
+	for _, l := range logLines(t, s.stderr.String()) {
+		if l["msg"] == "request" && l["status"] == float64(http.StatusNotFound) {
+			line = l
+		}
+	}
+	if line == nil || line["trace_id"] != traceID || line["span_id"] == nil || line["span_id"] == "00f067aa0ba902b7" {
+		t.Errorf("the 404's log line %v; want trace_id %s and a span_id of its own", line, traceID)
+	}
+}
+
 // TestTokenListenerTelemetry: without a span processor the token listener
-// is not wrapped in otelhttp (no trace or span ID, the caller's traceparent
-// not continued); with one, otelhttp makes the server spans, continuing the
+// is not wrapped in otelhttp (proxy starts spans on demand instead, see
+// TestTraceContextWithoutAnExporter); with one, otelhttp makes the server spans, continuing the
 // caller's trace, without http.server.request.duration.
 func TestTokenListenerTelemetry(t *testing.T) {
 	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"

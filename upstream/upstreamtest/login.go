@@ -95,6 +95,10 @@ func (l *Login) DisableGrant(clientID string) {
 // the secret); each request consumes one, before the normal answer.
 func (l *Login) Script(clientID string, steps ...Step) { l.script(clientID, steps) }
 
+// ClearScript drops the steps still queued for clientID (see
+// TenantService.ClearScript).
+func (l *Login) ClearScript(clientID string) { l.clearScript(clientID) }
+
 // Calls is the number of token requests whose Basic header named clientID.
 func (l *Login) Calls(clientID string) int { return l.count(clientID) }
 

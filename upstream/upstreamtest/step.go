@@ -181,6 +181,13 @@ func (s *server) script(key string, steps []Step) {
 	s.scripts[key] = append(s.scripts[key], steps...)
 }
 
+// clearScript drops the steps still queued for key.
+func (s *server) clearScript(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.scripts, key)
+}
+
 // nextStep pops the next scripted step for key, or the zero Step.
 func (s *server) nextStep(key string) Step {
 	s.mu.Lock()

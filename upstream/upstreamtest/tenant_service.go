@@ -106,6 +106,15 @@ func (t *TenantService) Script(tenant, provider string, steps ...Step) {
 	t.script(key(tenant, provider), steps)
 }
 
+// ClearScript drops the steps still queued for tenant's provider requests:
+// the normal answer resumes at once. A test needs it when a client may
+// consume a variable number of steps, as net/http does with Drop: it
+// retries a request by itself when a reused keep-alive connection is
+// closed under it, but not on a new connection.
+func (t *TenantService) ClearScript(tenant, provider string) {
+	t.clearScript(key(tenant, provider))
+}
+
 // AutoProvision makes the fake invent credentials for any tenant that has
 // none: a client ID and random secret in region, registered with login (if
 // not nil), and a random static token for other providers. The invented

@@ -161,6 +161,38 @@ func TestScriptSteps(t *testing.T) {
 	}
 }
 
+func TestClearScript(t *testing.T) {
+	ts := NewTenantService()
+	defer ts.Close()
+	login := NewLogin()
+	defer login.Close()
+	c := httpClient(t)
+	ts.SetCredentials("acme", Credentials{ClientID: "id", ClientSecret: "sec", Region: "eu-west-1"})
+	u := ts.URL() + "/tenants/acme/credentials/genesys"
+	ts.Script("acme", "genesys", Step{Status: 503}, Step{Status: 503}, Step{Status: 503})
+	ts.Script("other", "genesys", Step{Status: 500})
+	if a := get(t, c, u); a.status != 503 {
+		t.Fatalf("before ClearScript: %d, want the scripted 503", a.status)
+	}
+	ts.ClearScript("acme", "genesys")
+	if a := get(t, c, u); a.status != 200 {
+		t.Errorf("after ClearScript: %d, want the normal answer", a.status)
+	}
+	if a := get(t, c, ts.URL()+"/tenants/other/credentials/genesys"); a.status != 500 {
+		t.Errorf("another tenant's script: %d, want its 500 still queued", a.status)
+	}
+
+	login.AddClient("id", "sec")
+	login.Script("id", Step{Status: 503})
+	login.ClearScript("id")
+	req, _ := http.NewRequest(http.MethodPost, login.URL()+"/oauth/token", strings.NewReader("grant_type=client_credentials"))
+	req.SetBasicAuth("id", "sec")
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if a, err := do(t, c, req); err != nil || a.status != 200 {
+		t.Errorf("login after ClearScript: %v %v, want 200", a.status, err)
+	}
+}
+
 func TestCloseEndsDelayedAnswers(t *testing.T) {
 	ts := NewTenantService()
 	ts.Script("acme", "genesys", Step{Delay: time.Hour})

@@ -240,7 +240,12 @@ func BenchmarkHandlerTokenHit(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.Cleanup(c.Close)
-			h, err := proxy.NewTokenHandler(proxy.Config{Cache: c, RequireRequestHeader: true, MeterProvider: mp})
+			cfg := proxy.Config{Cache: c, RequireRequestHeader: true, MeterProvider: mp}
+			if mode != "plain" {
+				// As cmd passes it: spans on demand, none for a cached token.
+				cfg.TracerProvider = tel.tp
+			}
+			h, err := proxy.NewTokenHandler(cfg)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -26,6 +27,7 @@ const (
 // ctxLog is a slog.Handler that keeps the span context of every record's
 // context, with its message.
 type ctxLog struct {
+	level   slog.Level // the lowest level logged; zero means info
 	mu      sync.Mutex
 	records []loggedSpan
 }
@@ -35,7 +37,7 @@ type loggedSpan struct {
 	sc  trace.SpanContext
 }
 
-func (h *ctxLog) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
+func (h *ctxLog) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level }
 func (h *ctxLog) Handle(ctx context.Context, r slog.Record) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -56,8 +58,14 @@ func (h *ctxLog) all() []loggedSpan {
 type hotCache struct{ *fakeCache }
 
 func (c hotCache) Cached(_ context.Context, key cache.Key) (cache.Token, bool) {
-	if key.Tenant == "hot" {
+	switch key.Tenant {
+	case "hot":
 		return testToken(), true
+	case "slow-hot":
+		time.Sleep(20 * time.Millisecond)
+		return testToken(), true
+	case "boom-hot":
+		panic("boom") // before anything has started a span
 	}
 	return cache.Token{}, false
 }
@@ -203,5 +211,61 @@ func TestLazySpansReachTheAPI(t *testing.T) {
 	got := propagation.TraceContext{}.Extract(context.Background(), propagation.HeaderCarrier(reqs[0].header))
 	if id := trace.SpanContextFromContext(got).TraceID(); id != sc {
 		t.Errorf("the API got traceparent %q (trace %s); want the caller's trace %s", reqs[0].header.Get("Traceparent"), id, sc)
+	}
+}
+
+// TestLazySpansEndAndCoverTheRequest: a span started for a log line is dated
+// from the request's arrival; a panic's log lines share the request's span,
+// and the span ends even when the panic is net/http's ErrAbortHandler,
+// which passes through the middleware.
+func TestLazySpansEndAndCoverTheRequest(t *testing.T) {
+	spans := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	logs := &ctxLog{level: slog.LevelDebug}
+	fc := &fakeCache{get: func(_ context.Context, key cache.Key) (cache.Token, error) {
+		if key.Tenant == "abort" {
+			panic(http.ErrAbortHandler)
+		}
+		return testToken(), nil
+	}}
+	h, err := NewTokenHandler(Config{Cache: hotCache{fc}, RequireRequestHeader: true, Now: func() time.Time { return testNow },
+		Logger: slog.New(logs), TracerProvider: tp})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Logged at debug only: the span starts when the line is written, dated
+	// from the request's arrival.
+	if code := serve(h, tokenRequest(http.MethodGet, "/token?tenant=slow-hot")).Code; code != http.StatusOK {
+		t.Fatalf("slow hit: status %d", code)
+	}
+	ended := spans.Ended()
+	if len(ended) != 1 || ended[0].EndTime().Sub(ended[0].StartTime()) < 20*time.Millisecond {
+		t.Fatalf("slow hit: %d spans; want one covering the 20 ms the request took", len(ended))
+	}
+
+	// A panic: its error line and the request line are in one span.
+	if code := serve(h, tokenRequest(http.MethodGet, "/token?tenant=boom-hot")).Code; code != http.StatusInternalServerError {
+		t.Fatalf("panic: status %d", code)
+	}
+	ended = spans.Ended()
+	l := logs.all()
+	if len(ended) != 2 || len(l) != 3 || l[1].msg != "panic while serving a request" ||
+		!l[1].sc.Equal(ended[1].SpanContext()) || !l[2].sc.Equal(ended[1].SpanContext()) {
+		t.Fatalf("panic: %d spans, log lines %+v; want a second span holding both lines", len(ended), l)
+	}
+
+	// ErrAbortHandler is re-panicked through the middleware; net/http
+	// swallows it. The span still ends.
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	r, _ := http.NewRequest(http.MethodGet, srv.URL+"/token?tenant=abort", nil)
+	r.Header.Set("X-Token-Request", "true")
+	if resp, err := srv.Client().Do(r); err == nil {
+		resp.Body.Close()
+		t.Fatalf("abort: status %d, want the connection cut", resp.StatusCode)
+	}
+	if n := len(spans.Ended()); n != 3 {
+		t.Errorf("abort: %d spans ended, want 3 (the aborted request's too)", n)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // headerTokenRequest is the anti-SSRF header every token-listener request
@@ -30,14 +31,16 @@ const logTenantKey = "proxy.tenant"
 //
 // When the level is disabled it builds no attributes, so the cached-token
 // path pays one Enabled call. When it logs, the line carries the request's
-// trace: spans starts one if the request has none (nil spans: none is
-// started), and ends the one it started, here or in a handler, at the end.
-func requestLog(logger *slog.Logger, spans *lazySpans) echo.MiddlewareFunc {
+// trace: rl.spans starts a span, dated from the request's arrival, if the
+// request has none (nil spans: none is started). The span it started, here
+// or in a handler, ends when the request does, a panic included.
+func requestLog(rl *requestLogger) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
+			logger := rl.logger
 			start := time.Now()
+			defer rl.spans.end(c, c.Request())
 			err := next(c)
-			defer spans.end(c)
 			req := c.Request()
 			ctx := req.Context()
 			level := slog.LevelDebug
@@ -59,7 +62,7 @@ func requestLog(logger *slog.Logger, spans *lazySpans) echo.MiddlewareFunc {
 			if !logger.Enabled(ctx, level) {
 				return nil
 			}
-			ctx = spans.context(c)
+			ctx = rl.spans.context(c, trace.WithTimestamp(start))
 			status := c.Response().Status
 			attrs := make([]slog.Attr, 0, 8)
 			attrs = append(attrs,
@@ -87,6 +90,14 @@ func requestLog(logger *slog.Logger, spans *lazySpans) echo.MiddlewareFunc {
 	}
 }
 
+// requestLogger is what requestLog and recoverPanic log with. One pointer
+// rather than its fields: echo builds the middleware chain on every
+// request, and each word a closure captures is allocated with it.
+type requestLogger struct {
+	logger *slog.Logger
+	spans  *lazySpans // nil: no span is started for a log line
+}
+
 // causeOf is the error worth logging behind an answer: the cache's error for
 // an apiError around one; nil for a request the proxy or the router refused by
 // itself (the code says it all); the error itself otherwise.
@@ -104,7 +115,7 @@ func causeOf(err error) error {
 // answer and an error log line with the panic value and stack. It logs
 // nothing of the request but method and route: headers may hold tokens.
 // http.ErrAbortHandler is re-panicked, as net/http expects.
-func recoverPanic(logger *slog.Logger) echo.MiddlewareFunc {
+func recoverPanic(rl *requestLogger) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) (err error) {
 			defer func() {
@@ -115,7 +126,7 @@ func recoverPanic(logger *slog.Logger) echo.MiddlewareFunc {
 				if v == http.ErrAbortHandler {
 					panic(v)
 				}
-				logger.LogAttrs(c.Request().Context(), slog.LevelError, "panic while serving a request",
+				rl.logger.LogAttrs(rl.spans.context(c), slog.LevelError, "panic while serving a request",
 					slog.String("method", c.Request().Method),
 					slog.String("route", c.Path()),
 					slog.String("panic", fmt.Sprint(v)),

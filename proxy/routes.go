@@ -19,7 +19,8 @@ import (
 // required. They run for unknown paths too: without the header, every
 // request is 403.
 func tokenRoutes(e *echo.Echo, h *tokenHandlers, api *apiProxy, requireHeader bool) {
-	e.Use(requestLog(h.logger, h.spans), observe(h.metrics), recoverPanic(h.logger))
+	rl := &requestLogger{logger: h.logger, spans: h.spans}
+	e.Use(requestLog(rl), observe(h.metrics), recoverPanic(rl))
 	if requireHeader {
 		e.Use(requireRequestHeader)
 	}
@@ -33,7 +34,8 @@ func tokenRoutes(e *echo.Echo, h *tokenHandlers, api *apiProxy, requireHeader bo
 // X-Token-Request check here: the callers are the kubelet and Prometheus,
 // and nothing here serves a token.
 func adminRoutes(e *echo.Echo, a *adminHandlers) {
-	e.Use(requestLog(a.logger, nil), observe(nil), recoverPanic(a.logger))
+	rl := &requestLogger{logger: a.logger}
+	e.Use(requestLog(rl), observe(nil), recoverPanic(rl))
 
 	getOrHead := []string{http.MethodGet, http.MethodHead}
 	e.Match(getOrHead, "/healthz", a.healthz)

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -215,7 +216,9 @@ func newLazySpans(tp trace.TracerProvider, prop propagation.TextMapPropagator) *
 // server span started now, as a child of the caller's traceparent when it
 // sent one. A new span's context replaces the request's on c, so that the
 // handlers after this point, and requestLog, see it.
-func (l *lazySpans) context(c echo.Context) context.Context {
+//
+// opts are the new span's options beyond its kind (its start time).
+func (l *lazySpans) context(c echo.Context, opts ...trace.SpanStartOption) context.Context {
 	req := c.Request()
 	ctx := req.Context()
 	if l == nil || trace.SpanContextFromContext(ctx).IsValid() {
@@ -226,15 +229,17 @@ func (l *lazySpans) context(c echo.Context) context.Context {
 	if route := c.Path(); route != "" {
 		name += " " + route
 	}
-	ctx, span := l.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer))
+	ctx, span := l.tracer.Start(ctx, name, append(opts, trace.WithSpanKind(trace.SpanKindServer))...)
 	c.Set(lazySpanKey, span)
 	c.SetRequest(req.WithContext(ctx))
 	return ctx
 }
 
-// end ends the span context started on c, if it started one.
-func (l *lazySpans) end(c echo.Context) {
-	if l == nil {
+// end ends the span context started on c, if it started one; entry is c's
+// request when the request arrived. A request that got no span still has
+// that request, so the cached-token path skips echo's locked store.
+func (l *lazySpans) end(c echo.Context, entry *http.Request) {
+	if l == nil || c.Request() == entry {
 		return
 	}
 	if span, ok := c.Get(lazySpanKey).(trace.Span); ok {

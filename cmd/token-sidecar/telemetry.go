@@ -110,11 +110,16 @@ func newTelemetry(ctx context.Context, getenv func(string) string, logger *slog.
 	t.spanProcessors = len(spanProcessors)
 	topts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
 	if len(spanProcessors) == 0 {
-		// Nothing records a span, but every request still gets a trace and
-		// span ID (or keeps its caller's trace): its log lines carry them,
-		// and the upstreams receive them in traceparent. A non-recording
-		// span costs one small allocation.
-		topts = append(topts, sdktrace.WithSampler(sdktrace.NeverSample()))
+		// Nothing exports a span, but a request that goes upstream or is
+		// logged still gets a trace and span ID (proxy starts its span on
+		// demand), continuing its caller's trace: its log lines carry them,
+		// and the upstreams receive them in traceparent. Parent-based, so
+		// that traceparent keeps the caller's sampled flag and an upstream
+		// that samples by its parent keeps its part of a trace the caller
+		// keeps; such spans are then recorded, for nobody, on the paths that
+		// go upstream or log. A request without a sampled parent gets a
+		// non-recording span, one small allocation.
+		topts = append(topts, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())))
 	}
 	for _, sp := range spanProcessors {
 		topts = append(topts, sdktrace.WithSpanProcessor(sp))

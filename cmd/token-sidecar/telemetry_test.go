@@ -316,14 +316,23 @@ func TestTraceContextWithoutAnExporter(t *testing.T) {
 		t.Fatalf("%d Tenant Service calls, want 2", len(reqs))
 	}
 	for _, r := range reqs {
+		// The caller sampled its trace (flags 01): so must the upstreams.
 		tp := r.Header.Get("Traceparent")
-		if !strings.HasPrefix(tp, "00-"+traceID+"-") {
-			t.Errorf("%s: traceparent %q, want the caller's trace %s", r.RequestURI, tp, traceID)
+		if !strings.HasPrefix(tp, "00-"+traceID+"-") || !strings.HasSuffix(tp, "-01") {
+			t.Errorf("%s: traceparent %q, want the caller's sampled trace %s", r.RequestURI, tp, traceID)
 		}
+	}
+	// A caller that does not sample its trace: neither do the upstreams.
+	if a := do(t, http.MethodGet, s.tokenURL+"/token?tenant=also-gone",
+		map[string]string{"traceparent": "00-" + traceID + "-00f067aa0ba902b7-00"}); a.Status != http.StatusNotFound {
+		t.Fatalf("also-gone: status %d", a.Status)
+	}
+	if reqs := f.ts.Requests(); len(reqs) != 3 || !strings.HasSuffix(reqs[2].Header.Get("Traceparent"), "-00") {
+		t.Errorf("unsampled caller: Tenant Service calls %d, last traceparent %q; want flags 00", len(reqs), reqs[len(reqs)-1].Header.Get("Traceparent"))
 	}
 	var line map[string]any
 	for _, l := range logLines(t, s.stderr.String()) {
-		if l["msg"] == "request" && l["status"] == float64(http.StatusNotFound) {
+		if l["msg"] == "request" && l["tenant"] == "gone" {
 			line = l
 		}
 	}

@@ -120,6 +120,11 @@ func (cl *rawClient) roundTrip(rc *rawConn, method string, u *url.URL) (status s
 	if err := rc.c.SetDeadline(time.Now().Add(rawTimeout)); err != nil {
 		return "", false, err
 	}
+	// The cancel hook may have run before the deadline above replaced
+	// its: do not start a request the run no longer wants.
+	if err := cl.ctx.Err(); err != nil {
+		return "", false, err
+	}
 	b := cl.buf[:0]
 	b = append(b, method...)
 	b = append(b, ' ')
@@ -137,9 +142,13 @@ func (cl *rawClient) roundTrip(rc *rawConn, method string, u *url.URL) (status s
 	if _, err := rc.c.Write(b); err != nil {
 		return "", false, err
 	}
-	code, h, err := readHead(rc.br)
+	code, h, err := readFinalHead(rc.br)
 	if err != nil {
 		return "", false, err
+	}
+	if method == "HEAD" {
+		h.contentLength = 0 // a HEAD answer announces a body it does not send
+		h.chunked = false
 	}
 	if code == 200 {
 		_, err = readBody(rc.br, h, io.Discard)
@@ -167,6 +176,17 @@ type head struct {
 }
 
 var errMalformed = errors.New("malformed HTTP response")
+
+// readFinalHead reads the head of the final answer, skipping interim 1xx
+// answers (100 Continue, 103 Early Hints), which have no body.
+func readFinalHead(br *bufio.Reader) (int, head, error) {
+	for {
+		code, h, err := readHead(br)
+		if err != nil || code >= 200 || code == 101 {
+			return code, h, err
+		}
+	}
+}
 
 // readHead reads a status line and header fields up to the blank line.
 func readHead(br *bufio.Reader) (int, head, error) {

@@ -36,6 +36,8 @@ func TestRawClientAgainstNetHTTP(t *testing.T) {
 			http.Error(w, "no", http.StatusTeapot)
 		case "/empty":
 			w.WriteHeader(http.StatusNoContent)
+		case "/head":
+			w.Header().Set("Content-Length", "20") // announced, never sent to HEAD
 		default:
 			w.Write([]byte(`{"access_token":"x"}`))
 		}
@@ -60,6 +62,8 @@ func TestRawClientAgainstNetHTTP(t *testing.T) {
 		{"GET", "/error", "503 TENANT_SERVICE_UNAVAILABLE", 1},
 		{"GET", "/plain-error", "418", 1},
 		{"GET", "/empty", "204", 1},
+		{"HEAD", "/head", "200", 1},
+		{"GET", "/", "200", 1}, // the connection is still in step after HEAD
 		{"GET", "/close", "200", 1},
 		{"GET", "/", "200", 2}, // the server closed the last one
 	} {
@@ -90,7 +94,7 @@ func TestRawClientFailures(t *testing.T) {
 		"HTTP/1.1 200 OK\r\n\r\n", // no length: unframed
 		"garbage\r\n\r\n",         // no status line
 		"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", // then the server hangs up
-		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+		"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
 		"", // never answers
 	}
 	go func() {

@@ -34,7 +34,10 @@ var LifetimeBuckets = []float64{30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 
 //
 // The hit path must stay cheap: without the tenant label every measurement
 // uses option slices built once per provider, so recording allocates
-// nothing in this package.
+// nothing in this package, and hits are counted in an atomic per provider
+// that an observable counter reports at collection time: a cached token
+// then costs one synchronous measurement here (the remaining lifetime), not
+// two.
 type metricsObserver struct {
 	hits, staleHits, misses, negativeHits, collapsed metric.Int64Counter
 	refreshes, refreshLimited, evictions             metric.Int64Counter
@@ -51,6 +54,8 @@ type metricsObserver struct {
 
 // providerOptions are the measurement options of one provider.
 type providerOptions struct {
+	set           attribute.Set // provider=…
+	hits          atomic.Int64  // token_sidecar.cache.hits without the tenant label
 	add           []metric.AddOption
 	record        []metric.RecordOption
 	refreshAhead  []metric.AddOption
@@ -75,7 +80,14 @@ func newMetricsObserver(m metric.Meter, tenantLabel bool) (*metricsObserver, err
 		errs = append(errs, err)
 		return c
 	}
-	o.hits = counter("token_sidecar.cache.hits", "{request}", "Token requests answered with a cached token.")
+	const hitsName, hitsDesc = "token_sidecar.cache.hits", "Token requests answered with a cached token."
+	if tenantLabel {
+		o.hits = counter(hitsName, "{request}", hitsDesc)
+	} else {
+		_, err := m.Int64ObservableCounter(hitsName, metric.WithUnit("{request}"), metric.WithDescription(hitsDesc),
+			metric.WithInt64Callback(o.observeHits))
+		errs = append(errs, err)
+	}
 	o.staleHits = counter("token_sidecar.cache.stale_hits", "{request}", "Cache hits past the token's refresh point (a refresh runs or has failed); also counted in hits.")
 	o.misses = counter("token_sidecar.cache.misses", "{request}", "Token requests that found no usable cached token and waited for a fetch.")
 	o.negativeHits = counter("token_sidecar.cache.negative_hits", "{request}", "Token requests answered with a cached error (CREDENTIALS_NOT_FOUND, OAUTH_INVALID_GRANT).")
@@ -109,6 +121,7 @@ func (o *metricsObserver) options(provider string) *providerOptions {
 	}
 	base := attribute.NewSet(attrProvider.String(provider))
 	p := &providerOptions{
+		set:           base,
 		add:           []metric.AddOption{metric.WithAttributeSet(base)},
 		record:        []metric.RecordOption{metric.WithAttributeSet(base)},
 		refreshAhead:  []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attrProvider.String(provider), attrTrigger.String(triggerRefreshAhead)))},
@@ -148,11 +161,27 @@ func (o *metricsObserver) add(c metric.Int64Counter, key Key, trigger string) {
 
 // Hit implements Observer.
 func (o *metricsObserver) Hit(key Key, remaining time.Duration, stale bool) {
-	o.add(o.hits, key, "")
+	p := o.options(key.Provider)
+	if o.tenantLabel {
+		o.add(o.hits, key, "")
+	} else {
+		p.hits.Add(1)
+	}
 	if stale {
 		o.add(o.staleHits, key, "")
 	}
-	o.remaining.Record(context.Background(), remaining.Seconds(), o.options(key.Provider).record...)
+	o.remaining.Record(context.Background(), remaining.Seconds(), p.record...)
+}
+
+// observeHits reports the hits counted per provider (without the tenant
+// label). A provider is reported from its first hit on.
+func (o *metricsObserver) observeHits(_ context.Context, obs metric.Int64Observer) error {
+	for _, p := range *o.byProvider.Load() {
+		if n := p.hits.Load(); n > 0 {
+			obs.Observe(n, metric.WithAttributeSet(p.set))
+		}
+	}
+	return nil
 }
 
 // Miss implements Observer.

@@ -72,8 +72,12 @@ func observe(m *requestMetrics) echo.MiddlewareFunc {
 // The duration histogram is the token API's latency metric: cmd does not put
 // otelhttp's http.server.request.duration on the token listener, whose cost
 // per cached token is several times that of this one.
+//
+// Without the tenant label the counter is observable: answers are counted in
+// an atomic per label set, reported at collection time, so that a cached
+// token costs one synchronous measurement here (the duration), not two.
 type requestMetrics struct {
-	requests    metric.Int64Counter
+	requests    metric.Int64Counter // with tenantLabel only
 	duration    metric.Float64Histogram
 	tenantLabel bool
 
@@ -85,16 +89,17 @@ type requestMetrics struct {
 	mu   sync.Mutex
 }
 
-// answerOptions are the measurement options of one answer: one attribute
-// set, as an option of both instruments.
+// answerOptions are the measurement options of one answer: its attribute
+// set, as an option of the histogram, and its count (the counter without
+// the tenant label). A pointer, so that the copies of the map share it.
 type answerOptions struct {
-	add    []metric.AddOption
+	set    attribute.Set
+	count  *atomic.Int64
 	record []metric.RecordOption
 }
 
 func newAnswerOptions(set attribute.Set) answerOptions {
-	o := metric.WithAttributeSet(set)
-	return answerOptions{add: []metric.AddOption{o}, record: []metric.RecordOption{o}}
+	return answerOptions{set: set, count: new(atomic.Int64), record: []metric.RecordOption{metric.WithAttributeSet(set)}}
 }
 
 type answerLabels struct {
@@ -108,9 +113,18 @@ func newRequestMetrics(mp metric.MeterProvider, tenantLabel bool, buckets []floa
 	if mp == nil {
 		return nil, nil
 	}
-	c, err := mp.Meter(instrumentationName).Int64Counter("token_sidecar.token.requests",
-		metric.WithUnit("{request}"),
-		metric.WithDescription("Answers of the token listener by route, HTTP status and error code (error.type, absent on success)."))
+	m := &requestMetrics{tenantLabel: tenantLabel}
+	empty := map[answerLabels]answerOptions{}
+	m.opts.Store(&empty)
+	meter := mp.Meter(instrumentationName)
+	const name, desc = "token_sidecar.token.requests", "Answers of the token listener by route, HTTP status and error code (error.type, absent on success)."
+	var err error
+	if tenantLabel {
+		m.requests, err = meter.Int64Counter(name, metric.WithUnit("{request}"), metric.WithDescription(desc))
+	} else {
+		_, err = meter.Int64ObservableCounter(name, metric.WithUnit("{request}"), metric.WithDescription(desc),
+			metric.WithInt64Callback(m.observe))
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -119,14 +133,22 @@ func newRequestMetrics(mp metric.MeterProvider, tenantLabel bool, buckets []floa
 	if buckets != nil {
 		hopts = append(hopts, metric.WithExplicitBucketBoundaries(buckets...))
 	}
-	d, err := mp.Meter(instrumentationName).Float64Histogram("token_sidecar.token.request.duration", hopts...)
+	m.duration, err = meter.Float64Histogram("token_sidecar.token.request.duration", hopts...)
 	if err != nil {
 		return nil, err
 	}
-	m := &requestMetrics{requests: c, duration: d, tenantLabel: tenantLabel}
-	empty := map[answerLabels]answerOptions{}
-	m.opts.Store(&empty)
 	return m, nil
+}
+
+// observe reports the answers counted per label set (without the tenant
+// label), each from its first answer on.
+func (m *requestMetrics) observe(_ context.Context, obs metric.Int64Observer) error {
+	for _, o := range *m.opts.Load() {
+		if n := o.count.Load(); n > 0 {
+			obs.Observe(n, metric.WithAttributeSet(o.set))
+		}
+	}
+	return nil
 }
 
 // count counts one answer and records its latency since start: err is the
@@ -152,7 +174,7 @@ func (m *requestMetrics) count(c echo.Context, err error, start time.Time) {
 		attrs := append(l.attributes(), attribute.String("tenant", tenant))
 		m.requests.Add(ctx, 1, metric.WithAttributeSet(attribute.NewSet(attrs...)))
 	} else {
-		m.requests.Add(ctx, 1, o.add...)
+		o.count.Add(1)
 	}
 	m.duration.Record(ctx, time.Since(start).Seconds(), o.record...)
 }

@@ -29,6 +29,13 @@ const logTenantKey = "proxy.tenant"
 // by contract). It never logs request headers other than the tenant, nor
 // bodies.
 //
+// It is also the listener's telemetry middleware: it names the request after
+// its route (nameRequest) and, with rl.metrics, counts the answer and records
+// its latency, from its arrival to the handler's return, before the error
+// is written. One middleware rather than two: echo builds the middleware
+// chain on every request, one allocation per middleware, and the clock is
+// read once for both.
+//
 // When the level is disabled it builds no attributes, so the cached-token
 // path pays one Enabled call. When it logs, the line carries the request's
 // trace: rl.spans starts a span, dated from the request's arrival, if the
@@ -40,7 +47,11 @@ func requestLog(rl *requestLogger) echo.MiddlewareFunc {
 			logger := rl.logger
 			start := time.Now()
 			defer rl.spans.end(c, c.Request())
+			nameRequest(c)
 			err := next(c)
+			if rl.metrics != nil {
+				rl.metrics.count(c, err, start)
+			}
 			req := c.Request()
 			ctx := req.Context()
 			level := slog.LevelDebug
@@ -90,12 +101,13 @@ func requestLog(rl *requestLogger) echo.MiddlewareFunc {
 	}
 }
 
-// requestLogger is what requestLog and recoverPanic log with. One pointer
-// rather than its fields: echo builds the middleware chain on every
-// request, and each word a closure captures is allocated with it.
+// requestLogger is what requestLog and recoverPanic log and measure with.
+// One pointer rather than its fields: echo builds the middleware chain on
+// every request, and each word a closure captures is allocated with it.
 type requestLogger struct {
-	logger *slog.Logger
-	spans  *lazySpans // nil: no span is started for a log line
+	logger  *slog.Logger
+	spans   *lazySpans      // nil: no span is started for a log line
+	metrics *requestMetrics // nil: answers are not counted
 }
 
 // causeOf is the error worth logging behind an answer: the cache's error for

@@ -19,8 +19,8 @@ import (
 // required. They run for unknown paths too: without the header, every
 // request is 403.
 func tokenRoutes(e *echo.Echo, h *tokenHandlers, api *apiProxy, requireHeader bool) {
-	rl := &requestLogger{logger: h.logger, spans: h.spans}
-	e.Use(requestLog(rl), observe(h.metrics), recoverPanic(rl))
+	rl := &requestLogger{logger: h.logger, spans: h.spans, metrics: h.metrics}
+	e.Use(requestLog(rl), recoverPanic(rl))
 	if requireHeader {
 		e.Use(requireRequestHeader)
 	}
@@ -35,7 +35,7 @@ func tokenRoutes(e *echo.Echo, h *tokenHandlers, api *apiProxy, requireHeader bo
 // and nothing here serves a token.
 func adminRoutes(e *echo.Echo, a *adminHandlers) {
 	rl := &requestLogger{logger: a.logger}
-	e.Use(requestLog(rl), observe(nil), recoverPanic(rl))
+	e.Use(requestLog(rl), recoverPanic(rl))
 
 	getOrHead := []string{http.MethodGet, http.MethodHead}
 	e.Match(getOrHead, "/healthz", a.healthz)

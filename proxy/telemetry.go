@@ -18,47 +18,27 @@ import (
 // instrumentationName names the meter of this package.
 const instrumentationName = "github.com/token-sidecar/token-sidecar/proxy"
 
-// observe is the telemetry middleware of both listeners. It sits right
-// inside requestLog, so that it sees a handler's error before requestLog
-// writes the answer. It
-//
-//   - names the request after its echo route, for the otelhttp handler that
-//     cmd may wrap around a listener: it sets http.Request.Pattern, which
-//     otelhttp reads after the handler returns to name the server span
-//     ("GET /token") and to label http.server.request.duration with
-//     http.route, and, when the span records, sets the span's http.route
-//     attribute at once;
-//   - counts the answer in m and records its latency, from the entry into
-//     this middleware to the handler's return, unless m is nil.
+// nameRequest names c's request after its echo route, for the otelhttp
+// handler that cmd may wrap around a listener: it sets
+// http.Request.Pattern, which otelhttp reads after the handler returns to
+// name the server span ("GET /token") and to label
+// http.server.request.duration with http.route, and, when the span records,
+// sets the span's http.route attribute at once. requestLog calls it first.
 //
 // Pattern rather than otelhttp's Labeler: the request is the one otelhttp
-// handed to echo (requestLog does not replace it), and setting a field
-// allocates nothing, where a Labeler grows a slice under a mutex on every
-// request. Unknown paths have no route and keep the plain span name ("GET").
-//
-// One middleware rather than two: echo builds the middleware chain on every
-// request, one allocation per middleware.
-func observe(m *requestMetrics) echo.MiddlewareFunc {
-	return func(next echo.HandlerFunc) echo.HandlerFunc {
-		return func(c echo.Context) error {
-			var start time.Time
-			if m != nil {
-				start = time.Now()
-			}
-			if route := c.Path(); route != "" {
-				req := c.Request()
-				req.Pattern = route
-				if span := trace.SpanFromContext(req.Context()); span.IsRecording() {
-					span.SetAttributes(semconv.HTTPRoute(route))
-					span.SetName(req.Method + " " + route)
-				}
-			}
-			err := next(c)
-			if m != nil {
-				m.count(c, err, start)
-			}
-			return err
-		}
+// handed to echo, and setting a field allocates nothing, where a Labeler
+// grows a slice under a mutex on every request. Unknown paths have no route
+// and keep the plain span name ("GET").
+func nameRequest(c echo.Context) {
+	route := c.Path()
+	if route == "" {
+		return
+	}
+	req := c.Request()
+	req.Pattern = route
+	if span := trace.SpanFromContext(req.Context()); span.IsRecording() {
+		span.SetAttributes(semconv.HTTPRoute(route))
+		span.SetName(req.Method + " " + route)
 	}
 }
 

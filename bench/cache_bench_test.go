@@ -47,7 +47,7 @@ func newCache(tb testing.TB, capacity int) *cache.Cache {
 	tb.Helper()
 	c, err := cache.New(cache.Config{
 		Capacity: capacity,
-		Source: cache.SourceFunc(func(context.Context, cache.Key) (cache.Token, error) {
+		Source: cache.SourceFunc(func(context.Context, cache.FetchRequest) (cache.Token, error) {
 			return fakeToken(time.Now()), nil
 		}),
 	})
@@ -231,7 +231,7 @@ func BenchmarkHandlerTokenHit(b *testing.B) {
 				mp = tel.mp
 			}
 			c, err := cache.New(cache.Config{
-				Source: cache.SourceFunc(func(context.Context, cache.Key) (cache.Token, error) {
+				Source: cache.SourceFunc(func(context.Context, cache.FetchRequest) (cache.Token, error) {
 					return fakeToken(time.Now()), nil
 				}),
 				MeterProvider: mp,

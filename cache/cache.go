@@ -519,7 +519,14 @@ func (c *Cache) fetch(parent context.Context, key Key, forced bool, trigger stri
 			return f, fmt.Errorf("cache: all %d fetch slots stayed busy for tenant %q: %w", cap(c.fetchSlots), key.Tenant, ctx.Err())
 		}
 	}
-	tok, err := c.cfg.Source.Fetch(ctx, key)
+	req := FetchRequest{Key: key, Reason: reasonOf(trigger)}
+	if prev != nil && prev.err == nil {
+		req.Current = prev.token
+		if forced {
+			req.Refused = prev.token.AccessToken
+		}
+	}
+	tok, err := c.cfg.Source.Fetch(ctx, req)
 	now := c.cfg.Now()
 	if err == nil && !now.Before(tok.UsableUntil()) {
 		// Already inside its safety margin (a lifetime shorter than the
@@ -533,6 +540,18 @@ func (c *Cache) fetch(parent context.Context, key Key, forced bool, trigger stri
 	c.storeToken(key, tok, forcedAt, now)
 	f.tok = tok
 	return f, nil
+}
+
+// reasonOf maps a fetch's trigger to the Reason a Source is told.
+func reasonOf(trigger string) Reason {
+	switch trigger {
+	case triggerRefreshAhead:
+		return ReasonAhead
+	case triggerForced:
+		return ReasonForced
+	default:
+		return ReasonMiss
+	}
 }
 
 // ExpiredTokenError reports a freshly fetched token that was already inside

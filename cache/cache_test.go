@@ -46,7 +46,8 @@ type source struct {
 	lastCtx  context.Context
 }
 
-func (s *source) Fetch(ctx context.Context, key Key) (Token, error) {
+func (s *source) Fetch(ctx context.Context, req FetchRequest) (Token, error) {
+	key := req.Key
 	n := s.calls.Add(1)
 	s.mu.Lock()
 	gate, err := s.gate, s.err
@@ -232,7 +233,8 @@ func TestMaxConcurrentFetches(t *testing.T) {
 	release := make(chan struct{})
 	c, _, _, _ := newTestCache(t, time.Hour, func(cfg *Config) {
 		cfg.MaxConcurrentFetches = 2
-		cfg.Source = SourceFunc(func(_ context.Context, key Key) (Token, error) {
+		cfg.Source = SourceFunc(func(_ context.Context, req FetchRequest) (Token, error) {
+			key := req.Key
 			n := running.Add(1)
 			defer running.Add(-1)
 			for {
@@ -267,7 +269,8 @@ func TestFetchSlotWaitIsBoundedByFetchTimeout(t *testing.T) {
 	c, _, _, _ := newTestCache(t, time.Hour, func(cfg *Config) {
 		cfg.MaxConcurrentFetches = 1
 		cfg.FetchTimeout = 50 * time.Millisecond
-		cfg.Source = SourceFunc(func(_ context.Context, key Key) (Token, error) {
+		cfg.Source = SourceFunc(func(_ context.Context, req FetchRequest) (Token, error) {
+			key := req.Key
 			if key.Tenant == "holder" {
 				<-block // holds the only slot past every timeout
 			}
@@ -539,7 +542,7 @@ func TestCallerGivingUpDoesNotCancelSharedFetch(t *testing.T) {
 func TestFetchTimeoutBoundsSharedFetch(t *testing.T) {
 	c, _, _, _ := newTestCache(t, time.Hour, func(cfg *Config) {
 		cfg.FetchTimeout = 20 * time.Millisecond
-		cfg.Source = SourceFunc(func(ctx context.Context, _ Key) (Token, error) {
+		cfg.Source = SourceFunc(func(ctx context.Context, _ FetchRequest) (Token, error) {
 			<-ctx.Done()
 			return Token{}, ctx.Err()
 		})
@@ -573,7 +576,7 @@ func TestCapacityEvictsLeastRecentlyUsed(t *testing.T) {
 
 func TestTokenInsideItsMarginOnArrivalIsRefused(t *testing.T) {
 	c, _, _, _ := newTestCache(t, time.Hour, func(cfg *Config) {
-		cfg.Source = SourceFunc(func(context.Context, Key) (Token, error) {
+		cfg.Source = SourceFunc(func(context.Context, FetchRequest) (Token, error) {
 			// 10 s lifetime (margin 1 s), of which the fetch used 9.5 s.
 			now := newClock().Now()
 			return Token{AccessToken: "t", ExpiresAt: now.Add(500 * time.Millisecond), Lifetime: 10 * time.Second}, nil
@@ -611,7 +614,7 @@ func TestFailedForcedRefreshDropsTheRefusedToken(t *testing.T) {
 
 func TestSourcePanicIsAnError(t *testing.T) {
 	c, _, _, _ := newTestCache(t, time.Hour, func(cfg *Config) {
-		cfg.Source = SourceFunc(func(context.Context, Key) (Token, error) { panic("boom") })
+		cfg.Source = SourceFunc(func(context.Context, FetchRequest) (Token, error) { panic("boom") })
 	})
 	if _, err := c.Get(context.Background(), tenantA); err == nil {
 		t.Fatal("want an error from a panicking source")
@@ -619,7 +622,7 @@ func TestSourcePanicIsAnError(t *testing.T) {
 }
 
 func TestConfigValidation(t *testing.T) {
-	src := SourceFunc(func(context.Context, Key) (Token, error) { return Token{}, nil })
+	src := SourceFunc(func(context.Context, FetchRequest) (Token, error) { return Token{}, nil })
 	for name, cfg := range map[string]Config{
 		"no source":         {},
 		"negative capacity": {Source: src, Capacity: -1},
@@ -638,7 +641,7 @@ func TestConfigValidation(t *testing.T) {
 func TestCloseRightAfterNewDoesNotLeak(t *testing.T) {
 	// goleak in TestMain fails the package if the janitor outlives Close.
 	for range 20 {
-		c, err := New(Config{Source: SourceFunc(func(context.Context, Key) (Token, error) { return Token{}, nil })})
+		c, err := New(Config{Source: SourceFunc(func(context.Context, FetchRequest) (Token, error) { return Token{}, nil })})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -44,17 +44,58 @@ func (t Token) UsableUntil() time.Time {
 	return t.ExpiresAt.Add(-Margin(t.Lifetime))
 }
 
+// Reason says why the cache fetches a key.
+type Reason uint8
+
+const (
+	// ReasonMiss: the cache holds no usable token for the key.
+	ReasonMiss Reason = iota
+	// ReasonAhead: the held token is past its refresh point and is still
+	// served while the fetch runs (refresh ahead, by a request or the timer).
+	ReasonAhead
+	// ReasonForced: a caller was refused with FetchRequest.Refused and asks
+	// for a token other than it.
+	ReasonForced
+)
+
+// String names the reason as metrics and spans do: "miss", "ahead", "forced".
+func (r Reason) String() string {
+	switch r {
+	case ReasonAhead:
+		return "ahead"
+	case ReasonForced:
+		return "forced"
+	default:
+		return "miss"
+	}
+}
+
+// FetchRequest is what the cache asks of a Source.
+type FetchRequest struct {
+	Key    Key
+	Reason Reason
+	// Current is the token the cache holds for Key when the fetch starts; the
+	// zero Token when it holds none. A layer that shares tokens between pods
+	// adopts only a token that is newer than Current (a later ExpiresAt).
+	Current Token
+	// Refused is the access token the caller was refused with, for
+	// ReasonForced; empty otherwise. A Source must answer a token other than
+	// it. Never log it.
+	Refused string
+}
+
 // Source fetches a fresh token for a key: for Genesys, the Tenant Service
 // fetch followed by the client-credentials exchange.
 //
 // Fetch must be safe for concurrent use. The cache calls it at most once at a
-// time per key, under a context that callers giving up do not cancel.
+// time per key and reason, under a context that callers giving up do not
+// cancel.
 type Source interface {
-	Fetch(ctx context.Context, key Key) (Token, error)
+	Fetch(ctx context.Context, req FetchRequest) (Token, error)
 }
 
 // SourceFunc adapts a function to Source.
-type SourceFunc func(ctx context.Context, key Key) (Token, error)
+type SourceFunc func(ctx context.Context, req FetchRequest) (Token, error)
 
 // Fetch calls f.
-func (f SourceFunc) Fetch(ctx context.Context, key Key) (Token, error) { return f(ctx, key) }
+func (f SourceFunc) Fetch(ctx context.Context, req FetchRequest) (Token, error) { return f(ctx, req) }

@@ -20,7 +20,7 @@ import (
 // staticSource hands out one day-long token.
 type staticSource struct{}
 
-func (staticSource) Fetch(context.Context, cache.Key) (cache.Token, error) {
+func (staticSource) Fetch(context.Context, cache.FetchRequest) (cache.Token, error) {
 	return cache.Token{AccessToken: "bench-token", TokenType: "bearer",
 		ExpiresAt: time.Now().Add(24 * time.Hour), Lifetime: 24 * time.Hour}, nil
 }

@@ -61,8 +61,8 @@ func newPipeline(cfg config, logger *slog.Logger, tel *telemetry) (tokenSource, 
 func (s tokenSource) Providers() []string { return upstream.Providers() }
 
 // Fetch implements cache.Source.
-func (s tokenSource) Fetch(ctx context.Context, key cache.Key) (cache.Token, error) {
-	iss, err := s.pipeline.Issue(ctx, key.Provider, key.Tenant)
+func (s tokenSource) Fetch(ctx context.Context, req cache.FetchRequest) (cache.Token, error) {
+	iss, err := s.pipeline.Issue(ctx, req.Key.Provider, req.Key.Tenant)
 	if err != nil {
 		return cache.Token{}, err
 	}

@@ -182,5 +182,7 @@ func (l *Login) normal(r *http.Request, id, secret string, authOK bool, form []b
 	token := randomString(32)
 	l.tokens[token] = id
 	b, _ := json.Marshal(map[string]any{"access_token": token, "token_type": "bearer", "expires_in": expiresIn})
-	return jsonReply(http.StatusOK, b)
+	rep := jsonReply(http.StatusOK, b)
+	rep.secretLine = "access_token " + token
+	return rep
 }

@@ -417,7 +417,7 @@ func TestMalformedAnswers(t *testing.T) {
 			}
 			// The token is the one issued last: find it in the raw bytes.
 			var found bool
-			for tok := range login.tokensForTest() {
+			for _, tok := range login.IssuedTokens() {
 				found = found || strings.Contains(raw, tok)
 			}
 			if !found {

@@ -168,7 +168,7 @@ func newTelemetry(ctx context.Context, getenv func(string) string, logger *slog.
 	t.metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		Registry:      reg,
 		ErrorHandling: promhttp.ContinueOnError,
-		ErrorLog:      slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		ErrorLog:      newStdlibLogger(logger, "promhttp"),
 	})
 	return t, nil
 }

@@ -36,6 +36,10 @@ func (e *transportError) Error() string   { return e.reason }
 func (e *transportError) Timeout() bool   { return e.timeout }
 func (e *transportError) Temporary() bool { return e.timeout }
 
+// Redacted reports that the error's text is fixed words, safe to log: code
+// that must not import this package (proxy) looks for this method.
+func (e *transportError) Redacted() bool { return true }
+
 // redactTransportError maps a transport failure to a transportError. The
 // caller's context errors and ErrAttemptTimeout pass as they are: their
 // texts are fixed, and the retrier tells them apart with errors.Is. nil
@@ -102,6 +106,18 @@ func transportReason(err error) string {
 		return "malformed HTTP answer"
 	}
 	return "network error"
+}
+
+// RedactingTransport returns base with every failure, and every failure
+// to read the body of one of its answers, replaced by an error whose text
+// is a fixed reason ("malformed HTTP answer", "connection refused",
+// "network timeout"…) and which has a method Redacted() bool. Timeouts
+// still satisfy net.Error's Timeout, and the caller's context errors pass
+// as they are. Put it below any instrumentation that records an error's
+// text (otelhttp's span status): the upstream clients do, and cmd does for
+// the API proxy.
+func RedactingTransport(base http.RoundTripper) http.RoundTripper {
+	return redactingTransport{base}
 }
 
 // redactingTransport returns every failure of base, and of reading the

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -257,4 +259,22 @@ func randomHex(t *testing.T, n int) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(b)
+}
+
+// TestSpanAttributesAreBounded: whatever sets a span attribute, its value
+// is cut to maxSpanAttributeValue characters.
+func TestSpanAttributesAreBounded(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tel, err := newTelemetry(context.Background(), func(string) string { return "" }, discardLogger(),
+		telemetryOptions{spanProcessors: []sdktrace.SpanProcessor{rec}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tel.shutdown(context.Background())
+	_, span := tel.tracerProvider.Tracer("test").Start(context.Background(), "s")
+	span.SetAttributes(attribute.String("region", strings.Repeat("r", 900<<10)))
+	span.End()
+	if got := rec.Ended()[0].Attributes()[0].Value.AsString(); len(got) != maxSpanAttributeValue {
+		t.Errorf("a span attribute of %d characters", len(got))
+	}
 }

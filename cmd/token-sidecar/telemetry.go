@@ -33,6 +33,10 @@ import (
 // service.name in OTEL_RESOURCE_ATTRIBUTES) says otherwise.
 const defaultServiceName = "token-sidecar"
 
+// maxSpanAttributeValue bounds a span attribute's string value, in
+// characters, when the environment sets no limit.
+const maxSpanAttributeValue = 1024
+
 // telemetry is the process's OpenTelemetry setup: the providers every
 // package gets passed, the W3C propagator, the Prometheus handler of the
 // admin /metrics, and the OTLP exporters when the environment asks for them.
@@ -108,7 +112,15 @@ func newTelemetry(ctx context.Context, getenv func(string) string, logger *slog.
 	}
 	spanProcessors = append(spanProcessors, opts.spanProcessors...)
 	t.spanProcessors = len(spanProcessors)
-	topts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
+	// A last bound on what reaches a span, whatever sets an attribute:
+	// values are cut to maxSpanAttributeValue characters unless
+	// OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT or
+	// OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT say otherwise.
+	limits := sdktrace.NewSpanLimits()
+	if limits.AttributeValueLengthLimit < 0 {
+		limits.AttributeValueLengthLimit = maxSpanAttributeValue
+	}
+	topts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithRawSpanLimits(limits)}
 	if len(spanProcessors) == 0 {
 		// Nothing exports a span, but a request that goes upstream or is
 		// logged still gets a trace and span ID (proxy starts its span on

@@ -95,6 +95,9 @@ func (h *boundedHandler) Enabled(ctx context.Context, l slog.Level) bool {
 
 // Handle implements slog.Handler.
 func (h *boundedHandler) Handle(ctx context.Context, r slog.Record) error {
+	if h.fits(r) {
+		return h.inner.Handle(ctx, r)
+	}
 	out := slog.NewRecord(r.Time, r.Level, cutString(r.Message, maxLogMessage), r.PC)
 	attrs := make([]slog.Attr, 0, r.NumAttrs())
 	dropped := 0
@@ -116,6 +119,47 @@ func (h *boundedHandler) Handle(ctx context.Context, r slog.Record) error {
 		out.AddAttrs(slog.Int("log_attrs_dropped", dropped))
 	}
 	return h.inner.Handle(ctx, out)
+}
+
+// fits reports, without allocating, whether r is within every bound as it
+// is: a short message and few attributes of plain kinds and short strings
+// whose total is within the budget. Records that hold a group, or a value
+// of kind Any other than an error, take the long way.
+func (h *boundedHandler) fits(r slog.Record) bool {
+	if r.NumAttrs() > maxLogAttrs || jsonCost(r.Message) > maxLogMessage {
+		return false
+	}
+	total, ok := 0, true
+	r.Attrs(func(a slog.Attr) bool {
+		if jsonCost(a.Key) > maxLogKey {
+			ok = false
+			return false
+		}
+		var c int
+		switch v := a.Value; v.Kind() {
+		case slog.KindString:
+			c = jsonCost(v.String())
+		case slog.KindGroup, slog.KindLogValuer:
+			ok = false
+			return false
+		case slog.KindAny:
+			err, isErr := v.Any().(error)
+			if _, marshals := v.Any().(json.Marshaler); !isErr || marshals {
+				ok = false
+				return false
+			}
+			c = jsonCost(err.Error())
+		default:
+			c = 40
+		}
+		if c > maxLogValue {
+			ok = false
+			return false
+		}
+		total += c + jsonCost(a.Key) + 4
+		return true
+	})
+	return ok && total <= maxLogLine-logLineReserve-h.used-jsonCost(r.Message)
 }
 
 // WithAttrs implements slog.Handler. Attributes past maxBakedAttrs bytes

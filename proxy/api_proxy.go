@@ -90,18 +90,17 @@ func newAPIProxy(cfg Config, rules *tenantRules, tokenTimeout time.Duration, log
 	return p, nil
 }
 
-// reverseProxyLog is the ReverseProxy's error log: a WARN line with the
-// message's first part ("httputil: ReverseProxy read error during body
-// copy"), never what follows — the error of reading the API's answer,
-// which net/http may have made from the answer's bytes.
+// reverseProxyLog is the ReverseProxy's error log: a WARN line with fixed
+// text, never what the message quotes — the error of reading the API's
+// answer, which net/http may have made from the answer's bytes.
 type reverseProxyLog struct{ logger *slog.Logger }
 
 func (l reverseProxyLog) Write(p []byte) (int, error) {
-	msg, _, _ := strings.Cut(strings.TrimSpace(string(p)), ": ")
-	if i := strings.IndexAny(msg, "\"'\n"); i >= 0 {
-		msg = msg[:i]
+	msg := "httputil: reverse proxy error"
+	if strings.HasPrefix(string(p), "httputil: ReverseProxy read error during body copy") {
+		msg = "httputil: reading the API's answer failed while copying it"
 	}
-	l.logger.LogAttrs(context.Background(), slog.LevelWarn, msg[:min(len(msg), 128)], slog.String("logger", "httputil.ReverseProxy"))
+	l.logger.LogAttrs(context.Background(), slog.LevelWarn, msg, slog.String("logger", "httputil.ReverseProxy"))
 	return len(p), nil
 }
 

@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"errors"
+	"log"
+	"log/slog"
 	"net/url"
 	"strings"
 	"testing"
@@ -31,5 +33,16 @@ func TestAPICallErrorNeverQuotesTheTransport(t *testing.T) {
 	}
 	if got := apiCallError(&apiCall{err: &url.Error{Op: "Get", URL: raw.URL, Err: redactedErr{}}}); !strings.HasSuffix(got.Error(), "API request: malformed HTTP answer") {
 		t.Errorf("a redacted error's fixed reason was not kept: %v", got)
+	}
+}
+
+func TestReverseProxyLogQuotesNothing(t *testing.T) {
+	var buf strings.Builder
+	l := reverseProxyLog{slog.New(slog.NewJSONHandler(&buf, nil))}
+	log.New(l, "", 0).Printf("httputil: ReverseProxy read error during body copy: %v", `malformed chunk "tok-5a4b3c2d1e"`)
+	log.New(l, "", 0).Printf("suppressing panic for copyResponse error in test; copy error: %s", "tok-5a4b3c2d1e")
+	out := buf.String()
+	if strings.Contains(out, "tok-5a4b3c2d1e") || !strings.Contains(out, `"msg":"httputil: reading the API's answer failed while copying it"`) {
+		t.Errorf("ReverseProxy log:\n%s", out)
 	}
 }

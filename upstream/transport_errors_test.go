@@ -2,6 +2,8 @@ package upstream
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -108,6 +110,7 @@ func TestRedactTransportError(t *testing.T) {
 		{wrap(&net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}), "connection reset"},
 		{wrap(&net.DNSError{Err: "no such host", Name: "ts"}), "DNS lookup failed"},
 		{wrap(io.ErrUnexpectedEOF), "connection closed before the answer was complete"},
+		{wrap(&tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}), "TLS certificate not trusted"},
 		{wrap(errors.New(`http2: server sent GOAWAY and closed the connection; debug="s3cr3t"`)), "network error"},
 	} {
 		got := redactTransportError(tc.err)
@@ -119,6 +122,9 @@ func TestRedactTransportError(t *testing.T) {
 		if got := redactTransportError(kept); got != kept {
 			t.Errorf("%v became %v", kept, got)
 		}
+	}
+	if !isUntrustedCertificate(redactTransportError(wrap(x509.HostnameError{Certificate: &x509.Certificate{}, Host: "evil.example"}))) {
+		t.Error("a redacted certificate error is no longer one")
 	}
 	timeout := redactTransportError(wrap(&net.OpError{Op: "read", Err: os.ErrDeadlineExceeded}))
 	var ne net.Error

@@ -8,11 +8,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"net/url"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -84,9 +85,23 @@ func newAPIProxy(cfg Config, rules *tenantRules, tokenTimeout time.Duration, log
 				call.err = err
 			}
 		},
-		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		ErrorLog: log.New(reverseProxyLog{logger}, "", 0),
 	}
 	return p, nil
+}
+
+// reverseProxyLog is the ReverseProxy's error log: a WARN line with fixed
+// text, never what the message quotes — the error of reading the API's
+// answer, which net/http may have made from the answer's bytes.
+type reverseProxyLog struct{ logger *slog.Logger }
+
+func (l reverseProxyLog) Write(p []byte) (int, error) {
+	msg := "httputil: reverse proxy error"
+	if strings.HasPrefix(string(p), "httputil: ReverseProxy read error during body copy") {
+		msg = "httputil: reading the API's answer failed while copying it"
+	}
+	l.logger.LogAttrs(context.Background(), slog.LevelWarn, msg, slog.String("logger", "httputil.ReverseProxy"))
+	return len(p), nil
 }
 
 // rewriteAPIRequest turns the app's request into the API request: the
@@ -225,21 +240,39 @@ func apiCallError(call *apiCall) error {
 	if errors.As(err, &ae) {
 		return ae
 	}
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		// Its text holds the URL, query string included: keep that out of
-		// the log.
-		err = fmt.Errorf("%s to the API: %w", ue.Op, ue.Err)
-	}
 	var ne net.Error
 	switch {
 	case errors.Is(err, context.Canceled):
 		return err
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		return &apiError{code: codeTimeout, message: msgAPITimeout, tenant: call.key.Tenant, err: err}
+		return &apiError{code: codeTimeout, message: msgAPITimeout, tenant: call.key.Tenant, err: apiFailure(err)}
 	}
-	return &apiError{code: codeUpstreamInvalidResponse, message: msgAPIUnreachable, tenant: call.key.Tenant, err: err}
+	return &apiError{code: codeUpstreamInvalidResponse, message: msgAPIUnreachable, tenant: call.key.Tenant, err: apiFailure(err)}
 }
+
+// apiFailure is what the request log says about a transport failure of the
+// API request. Never the transport's own text: a *url.Error holds the URL,
+// query string included, and net/http quotes the bytes of a malformed
+// answer ("malformed HTTP response \"…\""), which may be a token. An error
+// that says it is redacted (cmd's transport, upstream.RedactingTransport)
+// has fixed words for text and is kept; any other becomes fixed words.
+func apiFailure(err error) error {
+	var redacted interface{ Redacted() bool }
+	if errors.As(err, &redacted) && redacted.Redacted() {
+		return fmt.Errorf("API request: %w", redacted.(error))
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return errAPITimeout
+	}
+	return errAPITransport
+}
+
+// Causes of apiFailure for errors that are not redacted.
+var (
+	errAPITimeout   = errors.New("API request: network timeout")
+	errAPITransport = errors.New("API request: transport error (not shown: it may quote the API's answer)")
+)
 
 // apiResponseWriter passes the API's informational (1xx) answers straight to
 // the server, and everything else to echo's Response: echo would take a

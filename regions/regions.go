@@ -6,6 +6,8 @@
 package regions
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"sort"
 	"strings"
@@ -73,17 +75,29 @@ func Names() []string {
 	return names
 }
 
-// UnknownRegionError reports a region that is not in the catalogue. Its message
-// lists the valid region names so that a misconfiguration can be fixed from
-// the log line alone.
+// UnknownRegionError reports a region that is not in the catalogue. Its
+// message lists the valid region names, so that a misconfiguration can be
+// fixed from the log line alone, but never the value looked up: it comes
+// from the Tenant Service and may be anything — a secret put in the wrong
+// field, or a megabyte of garbage. The message names its length and a
+// fingerprint instead, which an operator can compare with what the Tenant
+// Service holds (printf %s "$region" | sha256sum | cut -c1-8).
 type UnknownRegionError struct {
-	// Input is the value that was looked up. Region names are not secret.
-	Input string
+	// Length is the value's length in bytes.
+	Length int
+	// Fingerprint is the first 8 hex digits of the value's SHA-256.
+	Fingerprint string
 }
 
 func (e *UnknownRegionError) Error() string {
-	return fmt.Sprintf("unknown Genesys Cloud region %q; valid regions: %s",
-		e.Input, strings.Join(Names(), ", "))
+	return fmt.Sprintf("unknown Genesys Cloud region (%d bytes, sha256 %s); valid regions: %s",
+		e.Length, e.Fingerprint, strings.Join(Names(), ", "))
+}
+
+// newUnknownRegionError describes s without holding it.
+func newUnknownRegionError(s string) *UnknownRegionError {
+	sum := sha256.Sum256([]byte(s))
+	return &UnknownRegionError{Length: len(s), Fingerprint: hex.EncodeToString(sum[:4])}
 }
 
 // Lookup finds a region by its AWS-style name ("eu-west-1"), the underscore
@@ -98,5 +112,5 @@ func Lookup(s string) (Region, error) {
 			return r, nil
 		}
 	}
-	return Region{}, &UnknownRegionError{Input: s}
+	return Region{}, newUnknownRegionError(s)
 }

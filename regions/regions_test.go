@@ -1,7 +1,10 @@
 package regions
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -93,4 +96,34 @@ func TestAllReturnsACopy(t *testing.T) {
 	if r, _ := Lookup("us-east-1"); r.Domain != "mypurecloud.com" {
 		t.Fatal("mutating All() changed the catalogue")
 	}
+}
+
+// TestUnknownRegionIsNotEchoed: the region comes from the Tenant Service and
+// may be anything (a secret put in the wrong field, 900 KB of garbage): the
+// error names its length and a fingerprint, never the value.
+func TestUnknownRegionIsNotEchoed(t *testing.T) {
+	for _, in := range []string{"mars-north-1", "sk-live-" + strings.Repeat("s3cr3t", 3), strings.Repeat("x", 900<<10), "a\"b\n\x00c"} {
+		_, err := Lookup(in)
+		var ure *UnknownRegionError
+		if !errors.As(err, &ure) {
+			t.Fatalf("error %v", err)
+		}
+		msg := err.Error()
+		if strings.Contains(msg, in) || len(msg) > 512 {
+			t.Errorf("the error echoes the region (%d bytes): %.80q", len(msg), msg)
+		}
+		sum := sha256.Sum256([]byte(in))
+		fp := hex.EncodeToString(sum[:])[:8]
+		if ure.Length != len(in) || ure.Fingerprint != fp || !strings.Contains(msg, fmt.Sprintf("%d bytes, sha256 %s", len(in), fp)) {
+			t.Errorf("length %d fingerprint %q in %q; want %d and %s", ure.Length, ure.Fingerprint, msg, len(in), fp)
+		}
+	}
+	if a, b := fingerprintOf("eu-west-1x"), fingerprintOf("eu-west-1y"); a == b {
+		t.Error("two regions share a fingerprint")
+	}
+}
+
+func fingerprintOf(s string) string {
+	_, err := Lookup(s)
+	return err.(*UnknownRegionError).Fingerprint
 }

@@ -24,7 +24,10 @@
 // measured (token_sidecar.upstream.circuit.*).
 //
 // No client ID, client secret, Authorization value or access token is ever
-// logged or put in an error text; upstream bodies never are either.
+// logged or put in an error text; upstream bodies never are either, nor the
+// transport's error texts, which quote the bytes of a malformed answer:
+// they are replaced by fixed reasons (RedactingTransport). A region that is
+// none is named by its length and fingerprint, never echoed.
 //
 // Telemetry comes from the providers in the client configs, never from
 // OpenTelemetry's globals: a span per call ("tenant_service.fetch",

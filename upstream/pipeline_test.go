@@ -335,3 +335,32 @@ func TestSecretIsZeroedAfterIssue(t *testing.T) {
 		})
 	}
 }
+
+// TestUnknownRegionIsNeverEchoed: a region that is no region — a secret in
+// the wrong field, 900 KB of it — reaches neither the error nor a log line
+// (debug included), which name its length and fingerprint instead.
+func TestUnknownRegionIsNeverEchoed(t *testing.T) {
+	t.Parallel()
+	f := newPipelineFixture(t)
+	for _, region := range []string{pipeSecret, strings.Repeat("r", 900<<10)} {
+		f.ts.SetCredentials("acme", upstreamtest.Credentials{ClientID: pipeID, ClientSecret: pipeSecret, Region: region})
+		_, err := f.p.Issue(context.Background(), "genesys", "acme")
+		asError(t, err, CodeUpstreamInvalidResponse)
+		if strings.Contains(err.Error(), region) || len(err.Error()) > 1024 {
+			t.Errorf("the error echoes the region: %.100s", err)
+		}
+		if !strings.Contains(err.Error(), fmt.Sprintf("(%d bytes, sha256 ", len(region))) {
+			t.Errorf("the error does not describe the region: %v", err)
+		}
+	}
+	logs := f.logs.String()
+	if !strings.Contains(logs, `"level":"DEBUG"`) {
+		t.Fatal("no debug line to check")
+	}
+	assertNoSecrets(t, "the log", logs, pipeSecret, strings.Repeat("r", 64))
+	for _, line := range strings.Split(logs, "\n") {
+		if len(line) > 1024 {
+			t.Errorf("a log line of %d bytes: %.200s", len(line), line)
+		}
+	}
+}

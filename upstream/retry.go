@@ -371,7 +371,9 @@ func (r *retrier) transientVerdict(o *outcome) (verdict, bool) {
 	case o.err != nil && (errors.Is(o.err, context.Canceled) || errors.Is(o.err, context.DeadlineExceeded)):
 		// The caller's context: failsafe-go stops on it before this matters.
 		return verdict{reason: "canceled", code: r.exhausted, cause: o.err}, true
-	case o.err != nil && isCertificateError(o.err):
+	// From here on o.err is a transportError (redactingTransport): its text
+	// is a fixed reason, never what the upstream sent.
+	case o.err != nil && isUntrustedCertificate(o.err):
 		// A TLS trust failure will not heal by retrying within seconds.
 		return verdict{code: r.exhausted, hostFault: true, reason: "tls", cause: o.err}, true
 	case o.err != nil:

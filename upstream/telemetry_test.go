@@ -201,8 +201,12 @@ func TestNoTelemetryLeavesTheTransportAlone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := c.req.client.Transport.(*http.Transport); !ok {
-		t.Fatalf("transport %T; want the plain clone without telemetry", c.req.client.Transport)
+	rt, ok := c.req.client.Transport.(redactingTransport)
+	if !ok {
+		t.Fatalf("transport %T; want the redacting transport", c.req.client.Transport)
+	}
+	if _, ok := rt.base.(*http.Transport); !ok {
+		t.Fatalf("transport %T under the redacting one; want the plain clone without telemetry", rt.base)
 	}
 }
 

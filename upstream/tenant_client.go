@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/token-sidecar/token-sidecar/regions"
 )
 
 // Provider names as the Tenant Service and the token API spell them.
@@ -135,7 +137,7 @@ func (c *TenantClient) GenesysCredentials(ctx context.Context, tenant string) (_
 	}
 	c.log.LogAttrs(ctx, slog.LevelDebug, "tenant credentials fetched",
 		slog.String("upstream", TenantService), slog.String("tenant", tenant),
-		slog.String("provider", ProviderGenesys), slog.String("region", body.Region), slog.Int("attempts", o.attempt))
+		slog.String("provider", ProviderGenesys), regionAttr(body.Region), slog.Int("attempts", o.attempt))
 	return &Credentials{Tenant: tenant, ClientID: body.ClientID, ClientSecret: body.ClientSecret, Region: body.Region}, nil
 }
 
@@ -263,6 +265,18 @@ func (c *TenantClient) classify(o *outcome) verdict {
 		return verdict{code: CodeUpstreamInvalidResponse, reason: "HTTP " + strconv.Itoa(s),
 			cause: fmt.Errorf("unexpected HTTP %d", s)}
 	}
+}
+
+// regionAttr is a region for a log line: its canonical name when it is one,
+// else its length and fingerprint (regions.UnknownRegionError), never the
+// value — the Tenant Service may have put anything there.
+func regionAttr(region string) slog.Attr {
+	r, err := regions.Lookup(region)
+	var unknown *regions.UnknownRegionError
+	if errors.As(err, &unknown) {
+		return slog.Group("region", slog.Int("bytes", unknown.Length), slog.String("sha256", unknown.Fingerprint))
+	}
+	return slog.String("region", r.Name)
 }
 
 func (c *TenantClient) invalid(o *outcome, why string) *Error {

@@ -53,6 +53,10 @@ func (o *outcome) wipe() {
 // every attempt is one HTTP client span carrying the trace context
 // (traceparent) to the upstream; urlTemplate names those spans.
 //
+// Every error of the transport, and of reading an answer's body, is
+// redacted to a fixed reason (redactingTransport): net/http quotes the
+// bytes of a malformed answer in its errors.
+//
 // The given client is copied, never modified. Redirects are never followed:
 // a redirected Tenant Service call would carry X-Service-Name and receive a
 // secret from wherever it was sent, and a redirected token POST would turn
@@ -64,12 +68,14 @@ func newHTTPClient(c *http.Client, tel telemetryConfig, urlTemplate string) *htt
 	} else {
 		out.Transport = defaultTransport()
 	}
+	base := out.Transport
+	if base == nil {
+		base = http.DefaultTransport // what the given client would use
+	}
+	// Redacted below otelhttp, which records an error's text on its span.
+	out.Transport = redactingTransport{base}
 	if tel.instrumented() {
-		base := out.Transport
-		if base == nil {
-			base = http.DefaultTransport // what the given client would use
-		}
-		out.Transport = wrapTransport(base, tel, urlTemplate)
+		out.Transport = wrapTransport(out.Transport, tel, urlTemplate)
 	}
 	out.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &out
@@ -142,7 +148,9 @@ func (q requester) attemptError(ctx, actx context.Context, err error) error {
 	case errors.Is(context.Cause(actx), ErrAttemptTimeout):
 		return fmt.Errorf("%w after %s", ErrAttemptTimeout, q.timeout)
 	}
-	return err
+	// Already redacted by the client's transport; again here, so that no
+	// path (a transport that returns an error of its own) keeps its text.
+	return redactTransportError(err)
 }
 
 // readCapped reads r to EOF into a buffer it owns, failing with

@@ -24,7 +24,8 @@ func TestDefaultTransportHonoursProxyEnvironment(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, c := range []*http.Client{tc.req.client, lc.req.client} {
-			tr, ok := c.Transport.(*http.Transport)
+			rt, _ := c.Transport.(redactingTransport)
+			tr, ok := rt.base.(*http.Transport)
 			if !ok || tr == http.DefaultTransport {
 				t.Fatalf("transport %T is not a private clone of http.DefaultTransport", c.Transport)
 			}

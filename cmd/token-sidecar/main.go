@@ -30,7 +30,7 @@ func main() {
 	// globals are for code that looks them up anyway. OpenTelemetry reports
 	// export failures through its global error handler, whose default
 	// writes plain text: make them JSON lines like every other log line.
-	errLog := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	errLog := slog.New(newBoundedHandler(slog.NewJSONHandler(os.Stderr, nil)))
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
 		errLog.Warn("opentelemetry", "error", err.Error())
 	}))

@@ -66,15 +66,17 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	case errors.Is(err, errUsage):
 		return err
 	case err != nil:
-		slog.New(slog.NewJSONHandler(stderr, nil)).Error("invalid configuration", "error", err.Error())
+		slog.New(newBoundedHandler(slog.NewJSONHandler(stderr, nil))).Error("invalid configuration", "error", err.Error())
 		return fmt.Errorf("invalid configuration: %w", err)
 	}
-	logger := slog.New(newTraceLogHandler(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel})))
+	logger := slog.New(newTraceLogHandler(newBoundedHandler(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))))
 	defer func() {
 		if err != nil {
 			logger.Error("token-sidecar failed", "error", err.Error())
 		}
 	}()
+	// net/http's transport logs through package log; so may any library.
+	defer routeStdlibLog(logger)()
 
 	tel, err := newTelemetry(ctx, getenv, logger, o.telemetry)
 	if err != nil {
@@ -221,7 +223,7 @@ func newHTTPServer(h http.Handler, writeTimeout time.Duration, logger *slog.Logg
 		WriteTimeout:      writeTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		ErrorLog:          newStdlibLogger(logger, "http.Server"),
 	}
 }
 

@@ -33,6 +33,10 @@ import (
 // service.name in OTEL_RESOURCE_ATTRIBUTES) says otherwise.
 const defaultServiceName = "token-sidecar"
 
+// maxSpanAttributeValue bounds a span attribute's string value, in
+// characters, when the environment sets no limit.
+const maxSpanAttributeValue = 1024
+
 // telemetry is the process's OpenTelemetry setup: the providers every
 // package gets passed, the W3C propagator, the Prometheus handler of the
 // admin /metrics, and the OTLP exporters when the environment asks for them.
@@ -108,7 +112,15 @@ func newTelemetry(ctx context.Context, getenv func(string) string, logger *slog.
 	}
 	spanProcessors = append(spanProcessors, opts.spanProcessors...)
 	t.spanProcessors = len(spanProcessors)
-	topts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
+	// A last bound on what reaches a span, whatever sets an attribute:
+	// values are cut to maxSpanAttributeValue characters unless
+	// OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT or
+	// OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT say otherwise.
+	limits := sdktrace.NewSpanLimits()
+	if limits.AttributeValueLengthLimit < 0 {
+		limits.AttributeValueLengthLimit = maxSpanAttributeValue
+	}
+	topts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithRawSpanLimits(limits)}
 	if len(spanProcessors) == 0 {
 		// Nothing exports a span, but a request that goes upstream or is
 		// logged still gets a trace and span ID (proxy starts its span on
@@ -168,7 +180,7 @@ func newTelemetry(ctx context.Context, getenv func(string) string, logger *slog.
 	t.metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		Registry:      reg,
 		ErrorHandling: promhttp.ContinueOnError,
-		ErrorLog:      slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		ErrorLog:      newStdlibLogger(logger, "promhttp"),
 	})
 	return t, nil
 }
@@ -319,15 +331,53 @@ func (t *telemetry) otelHandler(h http.Handler, operation string, mp metric.Mete
 // a client span per request named "{method} {upstream}" (the paths hold
 // IDs), the W3C traceparent, and http.client.request.duration. otelhttp
 // records no header, so the Authorization header never reaches a span.
+//
+// Two things otelhttp would record are kept out of the spans. The query
+// string: url.full is the URL without it (an app may send
+// ?access_token=…), and the query goes back on the request below otelhttp,
+// so that the API receives it unchanged. And the transport's error texts,
+// which quote what the API sent: base's errors are redacted to fixed
+// reasons (upstream.RedactingTransport) before otelhttp sees them.
 func (t *telemetry) wrapClientTransport(base http.RoundTripper, upstreamName string) http.RoundTripper {
-	return otelhttp.NewTransport(base,
+	return queryStripper{otelhttp.NewTransport(queryRestorer{upstream.RedactingTransport(base)},
 		otelhttp.WithTracerProvider(t.tracerProvider),
 		otelhttp.WithMeterProvider(t.meterProvider),
 		otelhttp.WithPropagators(t.propagator),
 		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string {
 			return r.Method + " " + upstreamName
 		}),
-	)
+	)}
+}
+
+// queryKey is the context key under which queryStripper hands a request's
+// query to queryRestorer.
+type queryKey struct{}
+
+// queryStripper sends a request on without its query string, which it
+// leaves in the request's context for queryRestorer.
+type queryStripper struct{ next http.RoundTripper }
+
+func (q queryStripper) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.URL.RawQuery == "" && !r.URL.ForceQuery {
+		return q.next.RoundTrip(r)
+	}
+	out := r.Clone(context.WithValue(r.Context(), queryKey{}, r.URL.RawQuery))
+	out.URL.RawQuery, out.URL.ForceQuery = "", false
+	return q.next.RoundTrip(out)
+}
+
+// queryRestorer puts back the query queryStripper took off.
+type queryRestorer struct{ next http.RoundTripper }
+
+func (q queryRestorer) RoundTrip(r *http.Request) (*http.Response, error) {
+	raw, ok := r.Context().Value(queryKey{}).(string)
+	if !ok {
+		return q.next.RoundTrip(r)
+	}
+	out := r.Clone(r.Context())
+	out.URL.RawQuery = raw
+	out.URL.ForceQuery = raw == ""
+	return q.next.RoundTrip(out)
 }
 
 // meter returns mp as the interface the packages take.

@@ -118,6 +118,18 @@ func (l *Login) Revoke(accessToken string) {
 	delete(l.tokens, accessToken)
 }
 
+// IssuedTokens returns every token issued and not revoked, in no order:
+// for tests that scan what a client wrote for them.
+func (l *Login) IssuedTokens() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]string, 0, len(l.tokens))
+	for tok := range l.tokens {
+		out = append(out, tok)
+	}
+	return out
+}
+
 // Issued is the number of tokens issued and not revoked.
 func (l *Login) Issued() int {
 	l.mu.Lock()
@@ -182,5 +194,7 @@ func (l *Login) normal(r *http.Request, id, secret string, authOK bool, form []b
 	token := randomString(32)
 	l.tokens[token] = id
 	b, _ := json.Marshal(map[string]any{"access_token": token, "token_type": "bearer", "expires_in": expiresIn})
-	return jsonReply(http.StatusOK, b)
+	rep := jsonReply(http.StatusOK, b)
+	rep.secretLine = "access_token " + token
+	return rep
 }

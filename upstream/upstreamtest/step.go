@@ -3,7 +3,8 @@
 // minimal Genesys Platform API. They behave as shared/docs/regions.md
 // describes the real services, and have knobs per tenant or client for the
 // faults the sidecar must survive: status sequences, delays, Retry-After,
-// malformed or oversized bodies, slow bodies and dropped connections.
+// malformed or oversized bodies, slow bodies, dropped connections and
+// broken HTTP (Step.Malformed).
 //
 // The fakes are plain httptest servers on loopback, importable by non-test
 // code (token-sidecar -demo uses them). Every fake is safe for concurrent
@@ -22,6 +23,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -29,7 +31,7 @@ import (
 // Step is one scripted answer, consumed by one request before the fake's
 // normal behaviour resumes. The zero Step answers normally; fields change
 // that answer in this order: Delay, Drop, Status/Body/Header/RetryAfter,
-// then Truncate or Trickle.
+// then Malformed, Truncate or Trickle.
 type Step struct {
 	// Status, when non-zero, replaces the normal answer: this status with
 	// Body (Content-Type application/json unless Header sets one). When zero,
@@ -53,7 +55,35 @@ type Step struct {
 	// Trickle sends the headers at once and spreads the body over this
 	// duration, in ten pieces.
 	Trickle time.Duration
+	// Malformed, when set, writes the answer as broken HTTP/1.1 straight
+	// to the hijacked connection and closes it (see Malformation). The
+	// broken bytes carry the answer's secret, as a broken server's would:
+	// a client that quotes what it received leaks it.
+	Malformed Malformation
 }
+
+// Malformation is a way of breaking an HTTP/1.1 answer on the wire; the
+// zero value breaks nothing.
+type Malformation int
+
+// The malformed answers a fake can send. Each carries the normal answer's
+// secret (client secret, access token) in the bytes that break it.
+const (
+	// MissingStatusLine sends the body alone, without status line or
+	// headers, as an HTTP/0.9 server or a raw socket would: the client
+	// takes the body's first line for a status line.
+	MissingStatusLine Malformation = iota + 1
+	// HeaderWithoutColon sends the status line and headers with one more
+	// header line made of the answer's secret field and value and no colon
+	// ("clientSecret s3cr3t", "access_token …"; for a Status step, the body
+	// with its colons and line breaks taken out).
+	HeaderWithoutColon
+	// ShortContentLength announces half the body's length in
+	// Content-Length and sends the whole body: the bytes past the
+	// announced length are left on the connection, where the client reads
+	// them as the start of the next answer.
+	ShortContentLength
+)
 
 // RateLimitStep is Genesys's token-creation rate-limit answer: 400
 // invalid_request with a description starting "rate limit exceeded".
@@ -88,6 +118,9 @@ type reply struct {
 	status int
 	header http.Header
 	body   []byte
+	// secretLine is the answer's secret field as "name value", for
+	// HeaderWithoutColon; "" means the body with its colons taken out.
+	secretLine string
 }
 
 func jsonReply(status int, body []byte) reply {
@@ -244,6 +277,8 @@ func (s *server) answer(w http.ResponseWriter, r *http.Request, st Step, normal 
 		rep.header.Set("Retry-After", st.RetryAfter)
 	}
 	switch {
+	case st.Malformed != 0:
+		hijackClose(w, malformed(rep, st.Malformed))
 	case st.Truncate:
 		var b []byte
 		b = fmt.Appendf(b, "HTTP/1.1 %d %s\r\n", rep.status, http.StatusText(rep.status))
@@ -260,6 +295,46 @@ func (s *server) answer(w http.ResponseWriter, r *http.Request, st Step, normal 
 	default:
 		write(w, rep)
 	}
+}
+
+// String names the malformation, "" for none.
+func (m Malformation) String() string {
+	switch m {
+	case MissingStatusLine:
+		return "missing status line"
+	case HeaderWithoutColon:
+		return "header without colon"
+	case ShortContentLength:
+		return "short content-length"
+	}
+	return ""
+}
+
+// malformed is rep on the wire, broken as m says.
+func malformed(rep reply, m Malformation) []byte {
+	head := func(contentLength int, extra string) []byte {
+		b := fmt.Appendf(nil, "HTTP/1.1 %d %s\r\n", rep.status, http.StatusText(rep.status))
+		for k, vs := range rep.header {
+			for _, v := range vs {
+				b = fmt.Appendf(b, "%s: %s\r\n", k, v)
+			}
+		}
+		b = append(b, extra...)
+		return fmt.Appendf(b, "Content-Length: %d\r\n\r\n", contentLength)
+	}
+	switch m {
+	case MissingStatusLine:
+		return append([]byte(nil), rep.body...)
+	case HeaderWithoutColon:
+		line := rep.secretLine
+		if line == "" {
+			line = strings.NewReplacer(":", " ", "\r", " ", "\n", " ").Replace(string(rep.body))
+		}
+		return append(head(len(rep.body), line+"\r\n"), rep.body...)
+	case ShortContentLength:
+		return append(head(len(rep.body)/2, ""), rep.body...)
+	}
+	return nil
 }
 
 func write(w http.ResponseWriter, rep reply) {

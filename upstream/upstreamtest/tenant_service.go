@@ -193,7 +193,9 @@ func (t *TenantService) normal(r *http.Request, tenant, provider string) reply {
 		}
 		if ok {
 			b, _ := json.Marshal(map[string]string{"clientId": c.ClientID, "clientSecret": c.ClientSecret, "region": c.Region})
-			return jsonReply(http.StatusOK, b)
+			rep := jsonReply(http.StatusOK, b)
+			rep.secretLine = "clientSecret " + c.ClientSecret
+			return rep
 		}
 	} else {
 		st, ok := t.static[k]
@@ -208,7 +210,9 @@ func (t *TenantService) normal(r *http.Request, tenant, provider string) reply {
 				body["expiresAt"] = st.expiresAt.UTC().Format(time.RFC3339)
 			}
 			b, _ := json.Marshal(body)
-			return jsonReply(http.StatusOK, b)
+			rep := jsonReply(http.StatusOK, b)
+			rep.secretLine = "accessToken " + st.accessToken
+			return rep
 		}
 	}
 	return jsonReply(http.StatusNotFound, []byte(`{"error":"credentials not found"}`))

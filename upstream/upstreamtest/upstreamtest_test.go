@@ -1,10 +1,13 @@
 package upstreamtest
 
 import (
+	"bufio"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -332,4 +335,100 @@ func TestDemoEndToEnd(t *testing.T) {
 	if a, _ := do(t, c, req); a.status != 401 {
 		t.Errorf("revoked token: %d", a.status)
 	}
+}
+
+// rawAnswer sends req over a fresh connection and returns every byte the
+// fake wrote before it closed the connection.
+func rawAnswer(t *testing.T, base string, req *http.Request) string {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := req.Write(conn); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b, err := io.ReadAll(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestMalformedAnswers: each malformation breaks the answer on the wire as
+// documented, with the secret in the broken bytes, for the Tenant Service
+// and the login.
+func TestMalformedAnswers(t *testing.T) {
+	ts := NewTenantService()
+	defer ts.Close()
+	login := NewLogin()
+	defer login.Close()
+	ts.SetCredentials("acme", Credentials{ClientID: "id-acme", ClientSecret: "s3cr3t-acme", Region: "eu-west-1"})
+	login.AddClient("id-acme", "s3cr3t-acme")
+
+	check := func(t *testing.T, raw, secret string, m Malformation) {
+		t.Helper()
+		if !strings.Contains(raw, secret) {
+			t.Fatalf("the broken answer does not carry the secret: %q", raw)
+		}
+		head, body, _ := strings.Cut(raw, "\r\n\r\n")
+		switch m {
+		case MissingStatusLine:
+			if strings.HasPrefix(raw, "HTTP/") || strings.Contains(raw, "\r\n") {
+				t.Errorf("not a bare body: %q", raw)
+			}
+		case HeaderWithoutColon:
+			var bad int
+			for _, line := range strings.Split(head, "\r\n")[1:] {
+				if !strings.Contains(line, ":") {
+					bad++
+					if !strings.Contains(line, secret) {
+						t.Errorf("the colon-less line %q lacks the secret", line)
+					}
+				}
+			}
+			if bad != 1 {
+				t.Errorf("%d header lines without a colon, want 1: %q", bad, head)
+			}
+		case ShortContentLength:
+			resp, err := http.ReadResponse(bufio.NewReader(strings.NewReader(raw)), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.ContentLength != int64(len(body)/2) {
+				t.Errorf("Content-Length %d for a body of %d bytes", resp.ContentLength, len(body))
+			}
+		}
+	}
+	for _, m := range []Malformation{MissingStatusLine, HeaderWithoutColon, ShortContentLength} {
+		t.Run(fmt.Sprint("tenant service ", m), func(t *testing.T) {
+			ts.Script("acme", "genesys", Step{Malformed: m})
+			req, _ := http.NewRequest(http.MethodGet, ts.URL()+"/tenants/acme/credentials/genesys", nil)
+			check(t, rawAnswer(t, ts.URL(), req), "s3cr3t-acme", m)
+		})
+		t.Run(fmt.Sprint("login ", m), func(t *testing.T) {
+			login.Script("id-acme", Step{Malformed: m})
+			req := tokenRequest(t, login.URL(), basic("id-acme", "s3cr3t-acme"), form, "grant_type=client_credentials")
+			raw := rawAnswer(t, login.URL(), req)
+			if login.Issued() == 0 {
+				t.Fatal("no token issued")
+			}
+			// The token is the one issued last: find it in the raw bytes.
+			var found bool
+			for _, tok := range login.IssuedTokens() {
+				found = found || strings.Contains(raw, tok)
+			}
+			if !found {
+				t.Fatalf("the broken answer does not carry an issued token: %q", raw)
+			}
+			check(t, raw, "access_token", m)
+		})
+	}
+	t.Run("a status step", func(t *testing.T) {
+		ts.Script("acme", "genesys", Step{Status: 500, Body: []byte(`{"error":"boom"}`), Malformed: HeaderWithoutColon})
+		req, _ := http.NewRequest(http.MethodGet, ts.URL()+"/tenants/acme/credentials/genesys", nil)
+		check(t, rawAnswer(t, ts.URL(), req), `{"error" "boom"}`, HeaderWithoutColon)
+	})
 }

@@ -74,6 +74,10 @@ type CredentialError struct {
 	Detail string
 }
 
+// PublicDetail is Error: the text is free of secrets by construction, so
+// the proxy adds it to the caller's error message.
+func (e *CredentialError) PublicDetail() string { return e.Error() }
+
 func (e *CredentialError) Error() string {
 	msg := e.Field + " cannot be used"
 	if e.Reason != ReasonNotEncrypted {

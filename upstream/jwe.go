@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/go-jose/go-jose/v4"
 	"go.opentelemetry.io/otel/attribute"
@@ -130,7 +131,9 @@ func (o *credentialOpener) open(ctx context.Context, field string, value []byte)
 	o.decryptions.Add(ctx, 1, metric.WithAttributes(attrOutcome.String(outcome)))
 	if kid != "" {
 		if span := trace.SpanFromContext(ctx); span.IsRecording() {
-			span.SetAttributes(spanAttrKeyID.String(kid))
+			// A kid is a name, not a secret, but the Tenant Service chose
+			// its length: keep the attribute as short as the messages'.
+			span.SetAttributes(spanAttrKeyID.String(strings.ToValidUTF8(kid[:min(len(kid), 64)], "?")))
 		}
 	}
 	if err != nil {

@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -315,5 +317,56 @@ func TestDemoServesAnEncryptedTenant(t *testing.T) {
 	}
 	if m := rec.metrics(t, attribute.Key("outcome")); m["token_sidecar.credential.decryptions{outcome=ok}"] != 1 {
 		t.Errorf("decryptions %v", m)
+	}
+}
+
+// TestBinaryOpensEncryptedCredentials is the end-to-end case through the
+// built binary: a sealed secret → a token, a tampered one → 502 with one
+// Tenant Service call and no exchange, and neither plaintext on stderr or
+// /metrics.
+func TestBinaryOpensEncryptedCredentials(t *testing.T) {
+	f := newFakes(t)
+	key := upstreamtest.MustEncryptionKey("k-bin", upstreamtest.AlgECDHESA256KW)
+	_, secret := f.addSealedTenant("acme", key)
+	badID := f.addTenant("bad")
+	bad, _ := f.ts.CredentialsOf("bad")
+	f.ts.SetBody("bad", "genesys", 200, []byte(`{"clientId":"`+badID+`","clientSecret":"`+tamperJWE(key.MustEncrypt(bad.ClientSecret))+`","region":"eu-west-1"}`), "")
+	path := installKeyFile(t, t.TempDir(), upstreamtest.JWKSet(key))
+	_, addr, stdout, stderr := startBinary(t, []string{
+		"SIDECAR_TENANT_SERVICE_URL=" + f.ts.URL(), "SIDECAR_GENESYS_LOGIN_URL=" + f.login.URL(),
+		"SIDECAR_CREDENTIAL_KEYS_FILE=" + path, "SIDECAR_REQUIRE_ENCRYPTED_CREDENTIALS=true",
+	}, "-admin-listen", "127.0.0.1:0")
+	if a := do(t, "GET", "http://"+addr+"/token?tenant=acme", nil); a.Status != http.StatusOK || a.AccessToken == "" {
+		t.Fatalf("sealed secret: %d %s %s", a.Status, a.Code, a.Message)
+	}
+	exchanges := f.login.TotalCalls()
+	if a := do(t, "GET", "http://"+addr+"/token?tenant=bad", nil); a.Status != http.StatusBadGateway || a.Code != "UPSTREAM_INVALID_RESPONSE" || !strings.Contains(a.Message, `kid "k-bin"`) {
+		t.Fatalf("tampered: %d %s %s", a.Status, a.Code, a.Message)
+	}
+	if n, m := f.ts.Calls("bad", "genesys"), f.login.TotalCalls()-exchanges; n != 1 || m != 0 {
+		t.Errorf("tampered: %d Tenant Service calls and %d exchanges, want 1 and 0", n, m)
+	}
+	if !strings.Contains(stderr.String(), `"kids":["k-bin"]`) {
+		t.Errorf("no log line with the loaded kid:\n%s", stderr)
+	}
+	m := regexp.MustCompile(`"admin_addr":"([^"]+)"`).FindStringSubmatch(stderr.String())
+	if m == nil {
+		t.Fatalf("no admin address logged:\n%s", stderr)
+	}
+	resp, err := client.Get("http://" + m[1] + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsText, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(metricsText), `token_sidecar_credential_keys{kid="k-bin"`) {
+		t.Error("/metrics does not show the loaded kid")
+	}
+	for where, text := range map[string]string{"stderr": stderr.String(), "stdout": stdout.String(), "metrics": string(metricsText)} {
+		for _, s := range []string{secret, bad.ClientSecret} {
+			if strings.Contains(text, s) {
+				t.Errorf("%s holds a plaintext secret", where)
+			}
+		}
 	}
 }

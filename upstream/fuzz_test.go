@@ -214,12 +214,13 @@ func FuzzTenantServiceBodyJWE(f *testing.F) {
 		if want.ClientSecret != nil {
 			value = *want.ClientSecret
 		}
-		_, isJWE := jweHeader([]byte(value))
+		jwe := strings.TrimSpace(value)
+		_, isJWE := jweHeader([]byte(jwe))
 		// The oracle: go-jose alone, with the kid's key.
 		var plain []byte
 		var opened bool
 		if isJWE {
-			if obj, err := jose.ParseEncryptedCompact(value, allowedKeyAlgorithms, allowedContentEncryption); err == nil {
+			if obj, err := jose.ParseEncryptedCompact(jwe, allowedKeyAlgorithms, allowedContentEncryption); err == nil {
 				if k, ok := ks.lookup(obj.Header.KeyID); ok {
 					plain, err = obj.Decrypt(k.key)
 					opened = err == nil && len(plain) > 0

@@ -151,7 +151,9 @@ func (o *credentialOpener) decrypt(field string, value []byte) (_ []byte, kid st
 	refuse := func(reason, detail string) ([]byte, string, error) {
 		return nil, kid, &CredentialError{Field: field, KeyID: kid, Reason: reason, Detail: detail}
 	}
-	hdr, isJWE := jweHeader(value)
+	// Whitespace around a JWE is a paste's newline, never part of it.
+	jwe := bytes.TrimSpace(value)
+	hdr, isJWE := jweHeader(jwe)
 	if !isJWE {
 		if o.cfg.RequireEncrypted {
 			return refuse(ReasonNotEncrypted, "not a JWE, and -require-encrypted-credentials is set")
@@ -172,7 +174,7 @@ func (o *credentialOpener) decrypt(field string, value []byte) (_ []byte, kid st
 		return refuse(ReasonMalformed, `a "crit" header is not accepted`)
 	}
 	// The allow-lists again, as go-jose wants them: it checks every header.
-	obj, err := jose.ParseEncryptedCompact(string(value), allowedKeyAlgorithms, allowedContentEncryption)
+	obj, err := jose.ParseEncryptedCompact(string(jwe), allowedKeyAlgorithms, allowedContentEncryption)
 	if err != nil {
 		// go-jose's parse errors name a part or an algorithm, but a
 		// base64 error quotes an offset into the value: keep fixed words.

@@ -86,6 +86,22 @@ func TestOpenEachAlgorithm(t *testing.T) {
 	}
 }
 
+// TestOpenIgnoresSurroundingWhitespace: a JWE pasted with its newline
+// (what most tools print) still opens; a plain value keeps its whitespace.
+func TestOpenIgnoresSurroundingWhitespace(t *testing.T) {
+	t.Parallel()
+	key := testKeys()[upstreamtest.AlgDir]
+	o := newOpener(t, CredentialDecryption{Keys: staticKeys(testKeySet(t, key))}, nil)
+	got, err := o.open(context.Background(), "clientSecret", []byte(" "+key.MustEncrypt("s3cr3t")+"\r\n"))
+	if err != nil || string(got) != "s3cr3t" {
+		t.Errorf("JWE with whitespace: %q, %v", got, err)
+	}
+	got, err = o.open(context.Background(), "clientSecret", []byte(" plain\n"))
+	if err != nil || string(got) != " plain\n" {
+		t.Errorf("plain with whitespace: %q, %v", got, err)
+	}
+}
+
 func TestPlainValues(t *testing.T) {
 	t.Parallel()
 	o := newOpener(t, CredentialDecryption{Keys: staticKeys(allTestKeys(t))}, nil)

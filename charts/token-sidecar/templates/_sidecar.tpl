@@ -164,7 +164,9 @@ the rest. Numbers from values files arrive as float64 and would print as
 token-sidecar.volumes: the pod volume of the credential keys Secret, as one
 list item, or nothing when credentialKeys.secretName is empty. The whole
 Secret is mounted as a directory (never with subPath, which Kubernetes does
-not update), so a rotated key reaches the sidecar in place.
+not update), so a rotated key reaches the sidecar in place. Its files are
+owned by root: mode 0444 lets the sidecar's non-root user read them without
+an fsGroup; only the sidecar container mounts the volume.
 */}}
 {{- define "token-sidecar.volumes" -}}
 {{- include "token-sidecar.checkScope" . -}}
@@ -173,7 +175,7 @@ not update), so a rotated key reaches the sidecar in place.
 - name: {{ include "token-sidecar.credentialKeysVolume" $ }}
   secret:
     secretName: {{ .secretName | quote }}
-    defaultMode: 0440
+    defaultMode: 0444
 {{- end -}}
 {{- end -}}
 {{- end -}}

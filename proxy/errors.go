@@ -171,6 +171,13 @@ func classify(err error) problem {
 			}
 			p.message += ")"
 		}
+		// An error may carry a detail meant for the caller (which kid did
+		// not open a credential, and why); its type vouches that it holds
+		// no secret.
+		var detailed interface{ PublicDetail() string }
+		if errors.As(err, &detailed) {
+			p.message += ": " + detailed.PublicDetail()
+		}
 	}
 	if status == http.StatusServiceUnavailable {
 		var hint time.Duration

@@ -61,7 +61,7 @@ func (c *Credentials) LogValue() slog.Value {
 	if c == nil {
 		return slog.StringValue("<nil>")
 	}
-	return slog.GroupValue(slog.String("tenant", c.Tenant), slog.String("region", c.Region))
+	return slog.GroupValue(slog.String("tenant", c.Tenant), regionAttr(c.Region))
 }
 
 // basicAuthorization builds "Basic base64(id:secret)" from the secret bytes,

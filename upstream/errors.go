@@ -1,7 +1,8 @@
 // Package upstream owns every outbound call of the sidecar: the Tenant Service
 // client, the Genesys Cloud login client, the fetch-then-exchange pipeline that
-// joins them, their failsafe-go retry policies, the typed errors they return and
-// the wiping of client secrets after use.
+// joins them, their failsafe-go retry policies, the typed errors they return,
+// the opening of credentials the Tenant Service sends encrypted (JWE, see
+// CredentialDecryption) and the wiping of client secrets after use.
 //
 // Retries run only here, through a failsafe-go retry policy per call. Each
 // attempt has its own deadline and reads its whole answer (at most

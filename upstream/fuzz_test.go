@@ -11,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
+
 	"github.com/token-sidecar/token-sidecar/regions"
+	"github.com/token-sidecar/token-sidecar/upstream/upstreamtest"
 )
 
 // bodyTransport answers every request with a fixed status and body, in
@@ -158,5 +161,102 @@ func FuzzRetryAfter(f *testing.F) {
 				t.Fatalf("retryAfter(%q) = %v, want %d s", v, d, secs)
 			}
 		}
+	})
+}
+
+// FuzzTenantServiceBodyJWE feeds 200 bodies whose clientSecret is a JWE,
+// or almost one, to a Tenant Service client that holds one key per
+// accepted algorithm: no panic; a refusal is UPSTREAM_INVALID_RESPONSE
+// whose text holds no part of the value and no plaintext; an accepted
+// secret is the plaintext go-jose itself opens with the kid's key when the
+// value is a JWE, else the value as encoding/json reads it.
+func FuzzTenantServiceBodyJWE(f *testing.F) {
+	keys := testKeys()
+	ks := allTestKeys(f)
+	body := func(secret string) string {
+		b, _ := json.Marshal(map[string]string{"clientId": "id", "clientSecret": secret, "region": "eu-west-1"})
+		return string(b)
+	}
+	for _, k := range keys {
+		jwe := k.MustEncrypt("s3cr3t-" + k.Alg)
+		f.Add([]byte(body(jwe)))
+		f.Add([]byte(body(tamper(jwe, 3))))
+		f.Add([]byte(body(tamper(jwe, 0))))
+		f.Add([]byte(body(strings.Replace(jwe, ".", "..", 1))))
+	}
+	dir := keys[upstreamtest.AlgDir].MustEncrypt("s3cr3t")
+	f.Add([]byte(body(withHeader(dir, `{"alg":"dir","enc":"A256GCM","kid":"k-dir","zip":"DEF"}`))))
+	f.Add([]byte(body(withHeader(dir, `{"alg":"dir","enc":"A128GCM","kid":"k-dir"}`))))
+	f.Add([]byte(body(withHeader(dir, `{"alg":"RSA-OAEP-256","enc":"A256GCM","kid":"k-dir"}`))))
+	f.Add([]byte(body(withHeader(dir, `{"enc":"A256GCM"}`))))
+	f.Add([]byte(body("eyJlbmMiOiJBMjU2R0NNIn0.a.b.c.d")))
+	f.Add([]byte(body("plain.secret.with.four.dots")))
+	f.Add([]byte(`{"clientId":"id","clientSecret":"` + dir + `","clientSecret":"x","region":"r"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := NewTenantClient(TenantClientConfig{
+			BaseURL:    "http://tenant-service.invalid",
+			Decryption: CredentialDecryption{Keys: staticKeys(ks)},
+			CallConfig: CallConfig{HTTPClient: &http.Client{Transport: bodyTransport{status: 200, body: b}}, MaxRetries: -1},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		creds, err := c.GenesysCredentials(context.Background(), "acme")
+
+		var want struct {
+			ClientID     string  `json:"clientId"`
+			ClientSecret *string `json:"clientSecret"`
+			Region       string  `json:"region"`
+		}
+		jsonErr := json.Unmarshal(b, &want)
+		wellFormed := jsonErr == nil && want.ClientID != "" && want.ClientSecret != nil && *want.ClientSecret != "" && want.Region != ""
+		value := ""
+		if want.ClientSecret != nil {
+			value = *want.ClientSecret
+		}
+		jwe := strings.TrimSpace(value)
+		_, isJWE := jweHeader([]byte(jwe))
+		// The oracle: go-jose alone, with the kid's key.
+		var plain []byte
+		var opened bool
+		if isJWE {
+			if obj, err := jose.ParseEncryptedCompact(jwe, allowedKeyAlgorithms, allowedContentEncryption); err == nil {
+				if k, ok := ks.lookup(obj.Header.KeyID); ok {
+					plain, err = obj.Decrypt(k.key)
+					opened = err == nil && len(plain) > 0
+				}
+			}
+		}
+		if err != nil {
+			if ue := asError(t, err, CodeUpstreamInvalidResponse); ue.Attempts != 1 {
+				t.Fatalf("attempts %d", ue.Attempts)
+			}
+			for _, part := range strings.Split(value, ".") {
+				if len(part) >= 8 && strings.Contains(err.Error(), part) {
+					t.Fatalf("error %q holds part of the value", err)
+				}
+			}
+			if opened && len(plain) >= 4 && strings.Contains(err.Error(), string(plain)) {
+				t.Fatalf("error %q holds the plaintext", err)
+			}
+			if wellFormed && !isJWE {
+				t.Fatalf("a plain, well-formed body was refused: %v", err)
+			}
+			return
+		}
+		if !wellFormed {
+			t.Fatalf("accepted a body encoding/json reads as invalid (%v): %q", jsonErr, b)
+		}
+		switch {
+		case !isJWE:
+			if string(creds.ClientSecret) != value {
+				t.Fatalf("plain secret %q, encoding/json says %q", creds.ClientSecret, value)
+			}
+		case !opened:
+			t.Fatalf("accepted a JWE go-jose does not open with the kid's key: %q", value)
+		case !bytes.Equal(creds.ClientSecret, plain):
+			t.Fatalf("opened %q, go-jose says %q", creds.ClientSecret, plain)
+		}
+		creds.Wipe()
 	})
 }

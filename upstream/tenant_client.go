@@ -34,6 +34,9 @@ type TenantClientConfig struct {
 	BaseURL string
 	// ServiceName is sent as X-Service-Name; "" means "auth-service".
 	ServiceName string
+	// Decryption opens clientSecret and accessToken values delivered as a
+	// JWE; the zero value holds no key and takes plain values as they are.
+	Decryption CredentialDecryption
 	// CallConfig holds the settings both clients share. For the Tenant
 	// Service a zero Timeout means 5 s; the circuit breaker guards the Tenant
 	// Service host, and an open one fails calls at once with
@@ -54,6 +57,7 @@ type TenantClient struct {
 	req         requester
 	retry       retrier
 	log         *slog.Logger
+	open        *credentialOpener
 }
 
 // NewTenantClient checks cfg and builds a client.
@@ -83,6 +87,10 @@ func NewTenantClient(cfg TenantClientConfig) (*TenantClient, error) {
 	if name == "" {
 		name = defaultServiceName
 	}
+	open, err := newCredentialOpener(cfg.Decryption, cfg.MeterProvider)
+	if err != nil {
+		return nil, err
+	}
 	return &TenantClient{
 		base:        base,
 		host:        hostKey(base),
@@ -90,6 +98,7 @@ func NewTenantClient(cfg TenantClientConfig) (*TenantClient, error) {
 		req:         req,
 		retry:       r,
 		log:         r.log,
+		open:        open,
 	}, nil
 }
 
@@ -101,7 +110,10 @@ func NewTenantClient(cfg TenantClientConfig) (*TenantClient, error) {
 // (retries spent, 401/403 and other 4xx, the circuit breaker open — then
 // errors.Is finds ErrCircuitOpen — or ctx ended — then errors.Is finds the
 // context error) and UPSTREAM_INVALID_RESPONSE (unparseable or
-// incomplete 200, over MaxBodyBytes, 3xx).
+// incomplete 200, over MaxBodyBytes, 3xx, or a clientSecret that cannot be
+// opened — then errors.As finds a *CredentialError; see
+// CredentialDecryption). A secret that arrived as a JWE is its plaintext,
+// in a slice of its own that Wipe zeroes like a plain one.
 func (c *TenantClient) GenesysCredentials(ctx context.Context, tenant string) (_ *Credentials, err error) {
 	ctx, call := c.retry.tel.begin(ctx, tenant, spanAttrProvider.String(ProviderGenesys))
 	defer func() { call.end(err) }()
@@ -135,10 +147,15 @@ func (c *TenantClient) GenesysCredentials(ctx context.Context, tenant string) (_
 		clear(body.ClientSecret)
 		return nil, c.invalid(o, "credentials answer lacks "+missing)
 	}
+	secret, err := c.open.open(ctx, "clientSecret", body.ClientSecret)
+	if err != nil {
+		clear(body.ClientSecret)
+		return nil, c.invalidCause(o, err)
+	}
 	c.log.LogAttrs(ctx, slog.LevelDebug, "tenant credentials fetched",
 		slog.String("upstream", TenantService), slog.String("tenant", tenant),
 		slog.String("provider", ProviderGenesys), regionAttr(body.Region), slog.Int("attempts", o.attempt))
-	return &Credentials{Tenant: tenant, ClientID: body.ClientID, ClientSecret: body.ClientSecret, Region: body.Region}, nil
+	return &Credentials{Tenant: tenant, ClientID: body.ClientID, ClientSecret: secret, Region: body.Region}, nil
 }
 
 // StaticToken is a ready-made bearer token the Tenant Service holds for a
@@ -167,7 +184,8 @@ func (t StaticToken) LogValue() slog.Value {
 
 // StaticToken fetches the tenant's token for provider, whose answer is
 // {"accessToken":"…","expiresAt":"RFC 3339, optional"}. Errors are as for
-// GenesysCredentials.
+// GenesysCredentials; an accessToken may arrive as a JWE too. The token is
+// a string, as the cache serves it.
 func (c *TenantClient) StaticToken(ctx context.Context, tenant, provider string) (_ StaticToken, err error) {
 	ctx, call := c.retry.tel.begin(ctx, tenant, spanAttrProvider.String(provider))
 	defer func() { call.end(err) }()
@@ -188,7 +206,12 @@ func (c *TenantClient) StaticToken(ctx context.Context, tenant, provider string)
 		return StaticToken{}, c.invalid(o, "token answer lacks accessToken")
 	}
 	var t StaticToken
-	t.AccessToken = body.AccessToken
+	token, err := c.open.open(ctx, "accessToken", []byte(body.AccessToken))
+	if err != nil {
+		return StaticToken{}, c.invalidCause(o, err)
+	}
+	t.AccessToken = string(token)
+	clear(token)
 	if body.ExpiresAt != nil && *body.ExpiresAt != "" {
 		exp, err := time.Parse(time.RFC3339, *body.ExpiresAt)
 		if err != nil {
@@ -277,6 +300,12 @@ func regionAttr(region string) slog.Attr {
 		return slog.Group("region", slog.Int("bytes", unknown.Length), slog.String("sha256", unknown.Fingerprint))
 	}
 	return slog.String("region", r.Name)
+}
+
+// invalidCause is an UPSTREAM_INVALID_RESPONSE for a 200 whose content
+// cannot be used; cause's text must be free of secrets.
+func (c *TenantClient) invalidCause(o *outcome, cause error) *Error {
+	return &Error{Code: CodeUpstreamInvalidResponse, Upstream: TenantService, Status: o.status, Attempts: o.attempt, Err: cause}
 }
 
 func (c *TenantClient) invalid(o *outcome, why string) *Error {

@@ -43,6 +43,10 @@ func TestBadValuesFail(t *testing.T) {
 		{"both URL sources in schema", "config: {tenantServiceURLFrom: {secretKeyRef: {name: a, key: b}, configMapKeyRef: {name: a, key: b}}}", "/config/tenantServiceURLFrom"},
 		{"secretKeyRef without key", "config: {tenantServiceURLFrom: {secretKeyRef: {name: a}}}", "key"},
 		{"label value not a string", "podMonitor: {labels: {release: 1}}", "/podMonitor/labels/release"},
+		{"unknown credentialKeys key", "credentialKeys: {secret: jwks}", "secret"},
+		{"bad credential keys Secret name", "credentialKeys: {secretName: My_Keys}", "/credentialKeys/secretName"},
+		{"credential keys key with a slash", "credentialKeys: {secretName: jwks, key: a/b}", "/credentialKeys/key"},
+		{"bad credential keys poll interval", `credentialKeys: {secretName: jwks, pollInterval: "5 seconds"}`, "/credentialKeys/pollInterval"},
 
 		// Refused by the templates rather than the schema.
 		{"no tenant service", "example: {demo: false}", "config.tenantServiceURL (or config.tenantServiceURLFrom) is required"},
@@ -50,6 +54,7 @@ func TestBadValuesFail(t *testing.T) {
 		{"loopback admin listener", "config: {adminListen: 127.0.0.1:9464}", "must not be a loopback address"},
 		{"same port twice", "config: {listen: \"127.0.0.1:9000\", adminListen: \":9000\"}", "different ports"},
 		{"same port name twice", "portNames: {token: web, admin: web}", "must differ"},
+		{"encryption required without keys", "config: {tenantServiceURL: http://ts}\nexample: {demo: false}\ncredentialKeys: {requireEncrypted: true}", "credentialKeys.requireEncrypted needs credentialKeys.secretName"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

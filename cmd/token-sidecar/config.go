@@ -27,6 +27,10 @@ type config struct {
 	ServiceName          string
 	TenantServiceTimeout time.Duration
 
+	CredentialKeysFile          string
+	CredentialKeysPollInterval  time.Duration
+	RequireEncryptedCredentials bool
+
 	GenesysLoginURL string
 	GenesysAPIURL   string
 	OAuthTimeout    time.Duration
@@ -76,6 +80,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&cfg.TenantServiceURL, "tenant-service-url", "", "base URL of the Tenant Service (required unless -demo)")
 	fs.StringVar(&cfg.ServiceName, "service-name", "auth-service", "X-Service-Name header sent to the Tenant Service")
 	fs.DurationVar(&cfg.TenantServiceTimeout, "tenant-service-timeout", 5*time.Second, "timeout of one Tenant Service attempt")
+	fs.StringVar(&cfg.CredentialKeysFile, "credential-keys-file", "", "JWK Set (a mounted Secret) whose private keys open credentials the Tenant Service sends as JWEs, chosen by kid; re-read when it changes")
+	fs.DurationVar(&cfg.CredentialKeysPollInterval, "credential-keys-poll-interval", 5*time.Second, "how often -credential-keys-file is checked for a change")
+	fs.BoolVar(&cfg.RequireEncryptedCredentials, "require-encrypted-credentials", false, "refuse a clientSecret or accessToken that is not a JWE (502 UPSTREAM_INVALID_RESPONSE)")
 	fs.StringVar(&cfg.GenesysLoginURL, "genesys-login-url", "", "login base URL used for every region instead of https://login.{domain} (proxies, tests)")
 	fs.StringVar(&cfg.GenesysAPIURL, "genesys-api-url", "", "API base URL used for every region instead of https://api.{domain}")
 	fs.DurationVar(&cfg.OAuthTimeout, "oauth-timeout", 10*time.Second, "timeout of one Genesys token exchange attempt")
@@ -147,6 +154,12 @@ func (c config) validate() error {
 		} else if err := checkBaseURL(c.TenantServiceURL); err != nil {
 			errs = append(errs, fmt.Errorf("-tenant-service-url: %w", err))
 		}
+	}
+	if c.RequireEncryptedCredentials && c.CredentialKeysFile == "" && !c.Demo {
+		errs = append(errs, errors.New("-require-encrypted-credentials needs -credential-keys-file / SIDECAR_CREDENTIAL_KEYS_FILE"))
+	}
+	if c.CredentialKeysPollInterval < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("-credential-keys-poll-interval must be at least 100ms, got %v", c.CredentialKeysPollInterval))
 	}
 	for name, u := range map[string]string{"-genesys-login-url": c.GenesysLoginURL, "-genesys-api-url": c.GenesysAPIURL} {
 		if u != "" {

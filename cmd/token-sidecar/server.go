@@ -95,15 +95,23 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		}
 	}()
 
+	var demo *upstreamtest.Demo
 	if cfg.Demo {
-		demo := upstreamtest.NewDemo(demoRegion)
+		demo = upstreamtest.NewDemo(demoRegion)
 		defer demo.Close()
 		cfg.TenantServiceURL = demo.TenantService.URL()
 		cfg.GenesysLoginURL = demo.Login.URL()
 		cfg.GenesysAPIURL = demo.API.URL()
 	}
 
-	source, err := newPipeline(cfg, logger, tel)
+	credKeys, err := loadCredentialKeys(cfg, demo, logger, tel.meter())
+	if err != nil {
+		return err
+	}
+	credKeys.watch(ctx, cfg, logger)
+	defer credKeys.close()
+
+	source, err := newPipeline(cfg, logger, tel, credKeys.decryption(cfg.RequireEncryptedCredentials))
 	if err != nil {
 		return err
 	}
@@ -185,7 +193,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		"token_addr", tokenLn.Addr().String(), "admin_addr", adminLn.Addr().String(), "demo", cfg.Demo,
 		"telemetry_exporters", tel.exporters)
 	if cfg.Demo {
-		printDemoHelp(stdout, tokenLn.Addr().String(), cfg.RequireRequestHeader)
+		printDemoHelp(stdout, tokenLn.Addr().String(), cfg.RequireRequestHeader, cfg.CredentialKeysFile == "")
 	}
 	if ready != nil {
 		ready(tokenLn.Addr().String(), adminLn.Addr().String())
@@ -237,7 +245,9 @@ func isNegative(err error) bool {
 	return ue.Code == upstream.CodeCredentialsNotFound || ue.Code == upstream.CodeOAuthInvalidGrant
 }
 
-func printDemoHelp(w io.Writer, tokenAddr string, header bool) {
+// printDemoHelp prints the curl lines of the demo; encrypted adds the
+// tenant whose secret arrives as a JWE for the demo's in-memory key.
+func printDemoHelp(w io.Writer, tokenAddr string, header, encrypted bool) {
 	// A wildcard listener is reachable on loopback; curl cannot dial "[::]".
 	if host, port, err := net.SplitHostPort(tokenAddr); err == nil && (host == "" || net.ParseIP(host).IsUnspecified()) {
 		tokenAddr = net.JoinHostPort("127.0.0.1", port)
@@ -249,10 +259,16 @@ func printDemoHelp(w io.Writer, tokenAddr string, header bool) {
 	fmt.Fprintf(w, `token-sidecar is running on fake upstreams (demo mode): any tenant ID gets a token.
 Ask for a token:
   curl -s %s'http://%s/token?tenant=demo-tenant'
-Force a refresh:
+`, h, tokenAddr)
+	if encrypted {
+		fmt.Fprintf(w, `Ask for the token of a tenant whose client secret arrives encrypted (a JWE, kid "demo"):
+  curl -s %s'http://%s/token?tenant=%s'
+`, h, tokenAddr, upstreamtest.DemoEncryptedTenant)
+	}
+	fmt.Fprintf(w, `Force a refresh:
   curl -s -X POST %s'http://%s/token/refresh?tenant=demo-tenant'
 Stop with Ctrl-C.
-`, h, tokenAddr, h, tokenAddr)
+`, h, tokenAddr)
 }
 
 // buildVersion is the stamped version, else the module version from the

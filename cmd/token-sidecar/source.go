@@ -15,8 +15,9 @@ type tokenSource struct {
 }
 
 // newPipeline builds the Tenant Service and Genesys login clients from cfg,
-// reporting to tel.
-func newPipeline(cfg config, logger *slog.Logger, tel *telemetry) (tokenSource, error) {
+// reporting to tel; the Tenant Service client opens encrypted credentials
+// as dec says.
+func newPipeline(cfg config, logger *slog.Logger, tel *telemetry, dec upstream.CredentialDecryption) (tokenSource, error) {
 	// What both clients share; each sets its own timeout and retries.
 	shared := upstream.CallConfig{
 		Breaker:            cfg.breaker(),
@@ -31,6 +32,7 @@ func newPipeline(cfg config, logger *slog.Logger, tel *telemetry) (tokenSource, 
 	tenants, err := upstream.NewTenantClient(upstream.TenantClientConfig{
 		BaseURL:     cfg.TenantServiceURL,
 		ServiceName: cfg.ServiceName,
+		Decryption:  dec,
 		CallConfig:  tenantCall,
 	})
 	if err != nil {

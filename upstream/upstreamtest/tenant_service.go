@@ -27,6 +27,9 @@ type Credentials struct {
 //     SetStaticToken (or generated, with AutoProvision);
 //   - else 404 {"error":"credentials not found"}.
 //
+// With EncryptFor, a tenant's clientSecret and accessToken are served as a
+// JWE sealed for a key, freshly encrypted for every answer.
+//
 // Scripts (Script) come before all of these. Anything but GET is 405; any
 // other path is 404. It is safe for concurrent use.
 type TenantService struct {
@@ -36,6 +39,7 @@ type TenantService struct {
 	creds       map[string]Credentials
 	static      map[string]staticToken
 	raw         map[string]reply
+	encrypt     map[string]*EncryptionKey // by tenant
 	auto        bool
 	autoRegion  string
 	autoLogin   *Login
@@ -51,9 +55,10 @@ type staticToken struct {
 // when done.
 func NewTenantService() *TenantService {
 	t := &TenantService{
-		creds:  map[string]Credentials{},
-		static: map[string]staticToken{},
-		raw:    map[string]reply{},
+		creds:   map[string]Credentials{},
+		static:  map[string]staticToken{},
+		raw:     map[string]reply{},
+		encrypt: map[string]*EncryptionKey{},
 	}
 	t.server = newServer(t.serveHTTP)
 	return t
@@ -75,6 +80,20 @@ func (t *TenantService) CredentialsOf(tenant string) (c Credentials, ok bool) {
 	defer t.mu.Unlock()
 	c, ok = t.creds[tenant]
 	return c, ok
+}
+
+// EncryptFor makes the fake serve tenant's clientSecret and accessToken
+// encrypted for key, as a compact JWE; nil serves them in plain again. The
+// login fake still knows the plaintext secret, so only a client that opens
+// the JWE gets a token.
+func (t *TenantService) EncryptFor(tenant string, key *EncryptionKey) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if key == nil {
+		delete(t.encrypt, tenant)
+		return
+	}
+	t.encrypt[tenant] = key
 }
 
 // SetStaticToken makes the fake answer tenant's provider request with
@@ -192,7 +211,11 @@ func (t *TenantService) normal(r *http.Request, tenant, provider string) reply {
 			ok = true
 		}
 		if ok {
-			b, _ := json.Marshal(map[string]string{"clientId": c.ClientID, "clientSecret": c.ClientSecret, "region": c.Region})
+			secret := c.ClientSecret
+			if key := t.encrypt[tenant]; key != nil {
+				secret = key.MustEncrypt(secret)
+			}
+			b, _ := json.Marshal(map[string]string{"clientId": c.ClientID, "clientSecret": secret, "region": c.Region})
 			rep := jsonReply(http.StatusOK, b)
 			rep.secretLine = "clientSecret " + c.ClientSecret
 			return rep
@@ -205,7 +228,11 @@ func (t *TenantService) normal(r *http.Request, tenant, provider string) reply {
 			ok = true
 		}
 		if ok {
-			body := map[string]string{"accessToken": st.accessToken}
+			token := st.accessToken
+			if key := t.encrypt[tenant]; key != nil {
+				token = key.MustEncrypt(token)
+			}
+			body := map[string]string{"accessToken": token}
 			if !st.expiresAt.IsZero() {
 				body["expiresAt"] = st.expiresAt.UTC().Format(time.RFC3339)
 			}

@@ -17,7 +17,13 @@ it is the other way round, and the init container gets restartPolicy Always.
 Keep token-sidecar.initContainer first among your init containers so the
 ones after it can get tokens.
 
-No volumes are needed: the sidecar writes nothing to disk.
+No volumes are needed: the sidecar writes nothing to disk. With
+credentialKeys.secretName set, the sidecar reads its JWK Set from a Secret:
+add the volume to your pod's volumes with token-sidecar.volumes, which
+renders that one list item (or nothing):
+
+      volumes:
+        {{- include "token-sidecar.volumes" $sidecar | nindent 8 }}
 */}}
 
 {{- define "token-sidecar.container" -}}
@@ -109,6 +115,20 @@ the rest. Numbers from values files arrive as float64 and would print as
 - name: SIDECAR_DEMO
   value: "true"
 {{- end -}}
+{{- with .Values.credentialKeys }}
+{{- if .secretName }}
+- name: SIDECAR_CREDENTIAL_KEYS_FILE
+  value: {{ printf "%s/%s" (trimSuffix "/" .mountPath) .key | quote }}
+{{- with .pollInterval }}
+- name: SIDECAR_CREDENTIAL_KEYS_POLL_INTERVAL
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- if .requireEncrypted }}
+- name: SIDECAR_REQUIRE_ENCRYPTED_CREDENTIALS
+  value: "true"
+{{- end }}
+{{- end -}}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end -}}
@@ -133,6 +153,35 @@ the rest. Numbers from values files arrive as float64 and would print as
 {{- if eq .Values.portNames.token .Values.portNames.admin -}}
 {{- fail "token-sidecar: portNames.token and portNames.admin must differ" -}}
 {{- end -}}
+{{- with .Values.credentialKeys -}}
+{{- if and .requireEncrypted (not .secretName) (not $cfg.demo) -}}
+{{- fail "token-sidecar: credentialKeys.requireEncrypted needs credentialKeys.secretName (the JWK Set that opens the credentials)" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+token-sidecar.volumes: the pod volume of the credential keys Secret, as one
+list item, or nothing when credentialKeys.secretName is empty. The whole
+Secret is mounted as a directory (never with subPath, which Kubernetes does
+not update), so a rotated key reaches the sidecar in place. Its files are
+owned by root: mode 0444 lets the sidecar's non-root user read them without
+an fsGroup; only the sidecar container mounts the volume.
+*/}}
+{{- define "token-sidecar.volumes" -}}
+{{- include "token-sidecar.checkScope" . -}}
+{{- with .Values.credentialKeys -}}
+{{- if .secretName -}}
+- name: {{ include "token-sidecar.credentialKeysVolume" $ }}
+  secret:
+    secretName: {{ .secretName | quote }}
+    defaultMode: 0444
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "token-sidecar.credentialKeysVolume" -}}
+{{- .Values.containerName | trunc 40 | trimSuffix "-" }}-credential-keys
 {{- end -}}
 
 {{- define "token-sidecar.probe" -}}
@@ -176,6 +225,12 @@ Always).
   {{- with $v.extraEnvFrom }}
   envFrom:
     {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- if and $v.credentialKeys $v.credentialKeys.secretName }}
+  volumeMounts:
+    - name: {{ include "token-sidecar.credentialKeysVolume" $s }}
+      mountPath: {{ $v.credentialKeys.mountPath | quote }}
+      readOnly: true
   {{- end }}
   {{- with $v.probes }}
   {{- if and .startup .startup.enabled }}

@@ -153,6 +153,8 @@ func TestConfigurationErrors(t *testing.T) {
 		"same listeners":          {[]string{"-demo", "-listen", "127.0.0.1:1", "-admin-listen", "127.0.0.1:1"}, nil, "must differ"},
 		"refresh-at":              {[]string{"-demo", "-refresh-at", "1.5"}, nil, "-refresh-at"},
 		"proxy-timeout":           {[]string{"-demo", "-proxy-timeout", "0s"}, nil, "-proxy-timeout"},
+		"idle-timeout":            {[]string{"-demo", "-idle-timeout", "0s"}, nil, "-idle-timeout"},
+		"admin-max-connections":   {[]string{"-demo", "-admin-max-connections", "-1"}, nil, "-admin-max-connections"},
 		"url with a password":     {[]string{"-tenant-service-url", "http://u:hunter2@ts"}, nil, "user:password"},
 		"bad url with a password": {[]string{"-tenant-service-url", "//svc:hunter2@tenant:8080"}, nil, "user:password"},
 		"ftp url with a password": {[]string{"-demo", "-genesys-login-url", "ftp://u:hunter2@login"}, nil, "user:password"},

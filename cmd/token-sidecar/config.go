@@ -43,6 +43,7 @@ type config struct {
 	RequireRequestHeader bool
 	RequestTimeout       time.Duration
 	ProxyTimeout         time.Duration
+	ProxyRetryBuffer     byteSize
 
 	CacheCapacity        int
 	MaxConcurrentFetches int
@@ -92,6 +93,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.BoolVar(&cfg.RequireRequestHeader, "require-request-header", true, "require the header X-Token-Request: true on the token listener (anti-SSRF)")
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", 15*time.Second, "how long a caller waits for a token before 504 TIMEOUT")
 	fs.DurationVar(&cfg.ProxyTimeout, "proxy-timeout", 10*time.Minute, "longest a /proxy/ request may take, streaming included")
+	cfg.ProxyRetryBuffer = proxy.DefaultAPIRetryBuffer
+	fs.Var(&cfg.ProxyRetryBuffer, "proxy-retry-buffer", "request bodies all /proxy/ requests together may keep buffered for a retry after a 401 (e.g. 32MiB); a body past it streams and is not retried (0 = none buffered)")
 	fs.IntVar(&cfg.CacheCapacity, "cache-capacity", 10000, "maximum cached tenants; the least recently used is evicted")
 	fs.IntVar(&cfg.MaxConcurrentFetches, "max-concurrent-fetches", 64, "fetch-then-exchanges running at once across all tenants; more wait for a slot (0 = no bound)")
 	fs.IntVar(&cfg.MaxConnections, "max-connections", 1024, "open connections the token listener keeps at once; at the limit a new connection closes the one idle longest, and when all are busy more wait in the listen backlog (0 = no bound)")

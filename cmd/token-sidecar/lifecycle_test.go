@@ -155,6 +155,7 @@ func TestConfigurationErrors(t *testing.T) {
 		"proxy-timeout":           {[]string{"-demo", "-proxy-timeout", "0s"}, nil, "-proxy-timeout"},
 		"idle-timeout":            {[]string{"-demo", "-idle-timeout", "0s"}, nil, "-idle-timeout"},
 		"admin-max-connections":   {[]string{"-demo", "-admin-max-connections", "-1"}, nil, "-admin-max-connections"},
+		"proxy-retry-buffer":      {[]string{"-demo"}, map[string]string{"SIDECAR_PROXY_RETRY_BUFFER": "32MB"}, "SIDECAR_PROXY_RETRY_BUFFER"},
 		"url with a password":     {[]string{"-tenant-service-url", "http://u:hunter2@ts"}, nil, "user:password"},
 		"bad url with a password": {[]string{"-tenant-service-url", "//svc:hunter2@tenant:8080"}, nil, "user:password"},
 		"ftp url with a password": {[]string{"-demo", "-genesys-login-url", "ftp://u:hunter2@login"}, nil, "user:password"},

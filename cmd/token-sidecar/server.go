@@ -131,6 +131,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		RequireRequestHeader: cfg.RequireRequestHeader,
 		RequestTimeout:       cfg.RequestTimeout,
 		APIProxyTimeout:      cfg.ProxyTimeout,
+		APIRetryBuffer:       cfg.apiRetryBuffer(),
 		Logger:               logger,
 		MeterProvider:        tel.meter(),
 		TracerProvider:       tel.tracerProvider,
@@ -219,6 +220,15 @@ func newHTTPServer(h http.Handler, writeTimeout, idleTimeout time.Duration, logg
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
+}
+
+// apiRetryBuffer is -proxy-retry-buffer for proxy.Config, whose zero means
+// the default: the flag's 0 means none.
+func (c config) apiRetryBuffer() int64 {
+	if c.ProxyRetryBuffer == 0 {
+		return -1
+	}
+	return int64(c.ProxyRetryBuffer)
 }
 
 // limitConnections returns ln bounded to max connections (0: unbounded) for

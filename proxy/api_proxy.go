@@ -81,6 +81,9 @@ func newAPIProxy(cfg Config, rules *tenantRules, tokenTimeout time.Duration, log
 	case cfg.APIRetryBuffer > 0:
 		p.retryBudget = newRetryBudget(cfg.APIRetryBuffer)
 	}
+	if err := p.retryBudget.observe(cfg.MeterProvider); err != nil {
+		return nil, err
+	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:   rewriteAPIRequest,
 		Transport: &retryTransport{base: base, cache: cfg.Cache, tokenTimeout: tokenTimeout, logger: logger},

@@ -6,9 +6,12 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net/http"
 	"sync/atomic"
+
+	"go.opentelemetry.io/otel/metric"
 )
 
 // DefaultAPIRetryBuffer is Config.APIRetryBuffer's zero value: 32 MiB.
@@ -152,4 +155,29 @@ func (call *apiCall) newBody() (io.ReadCloser, error) {
 		return nil, nil
 	}
 	return io.NopCloser(bytes.NewReader(call.body)), nil
+}
+
+// observe reports the bytes in use as token_sidecar.proxy.retry_buffer.used,
+// against the bound token_sidecar.proxy.retry_buffer.limit.
+func (b *retryBudget) observe(mp metric.MeterProvider) error {
+	if mp == nil || b == nil {
+		return nil
+	}
+	meter := mp.Meter(instrumentationName)
+	_, err := meter.Int64ObservableGauge("token_sidecar.proxy.retry_buffer.used", metric.WithUnit("By"),
+		metric.WithDescription("Bytes of /proxy/ request bodies buffered for a retry after a 401, all requests together."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(b.inUse())
+			return nil
+		}))
+	if err != nil {
+		return err
+	}
+	_, err = meter.Int64ObservableGauge("token_sidecar.proxy.retry_buffer.limit", metric.WithUnit("By"),
+		metric.WithDescription("The most bytes of /proxy/ request bodies buffered for 401 retries (-proxy-retry-buffer)."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(b.max)
+			return nil
+		}))
+	return err
 }

@@ -90,7 +90,8 @@ type Config struct {
 
 	// MeterProvider receives token_sidecar.token.requests, the answers by
 	// route, status and error code, and token_sidecar.token.request.duration,
-	// their latency. Nil means no metrics.
+	// their latency; and token_sidecar.proxy.retry_buffer.used and .limit,
+	// the /proxy/ bodies buffered for 401 retries. Nil means no metrics.
 	MeterProvider metric.MeterProvider
 
 	// TracerProvider, when not nil, gives a request that reaches the handler

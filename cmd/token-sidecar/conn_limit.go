@@ -2,10 +2,14 @@ package main
 
 import (
 	"container/list"
+	"context"
 	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 )
 
 // connLimiter is a listener that keeps at most max connections open and,
@@ -206,4 +210,49 @@ func (l *connLimiter) signalLocked() {
 	}
 	close(l.changed)
 	l.changed = make(chan struct{})
+}
+
+// connMetricsScope names the meter of the listeners' connection metrics.
+const connMetricsScope = "github.com/token-sidecar/token-sidecar/cmd/token-sidecar"
+
+// observeConnections reports, per listener, the connections a limiter holds
+// (token_sidecar.listener.connections) and those it closed to make room
+// (token_sidecar.listener.idle_closed). Nil limiters (no bound) are left
+// out.
+func observeConnections(mp metric.MeterProvider, limiters map[string]*connLimiter) error {
+	type observed struct {
+		l     *connLimiter
+		attrs metric.MeasurementOption
+	}
+	var ls []observed
+	for name, l := range limiters {
+		if l != nil {
+			ls = append(ls, observed{l, metric.WithAttributes(attribute.String("listener", name))})
+		}
+	}
+	if len(ls) == 0 {
+		return nil
+	}
+	meter := mp.Meter(connMetricsScope)
+	open, err := meter.Int64ObservableGauge("token_sidecar.listener.connections", metric.WithUnit("{connection}"),
+		metric.WithDescription("Connections open on a bounded listener (-max-connections, -admin-max-connections), busy or idle."))
+	if err != nil {
+		return err
+	}
+	closed, err := meter.Int64ObservableCounter("token_sidecar.listener.idle_closed", metric.WithUnit("{connection}"),
+		metric.WithDescription("Idle connections a bounded listener closed to make room for a new one."))
+	if err != nil {
+		return err
+	}
+	_, err = meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for _, x := range ls {
+			x.l.mu.Lock()
+			n := x.l.open
+			x.l.mu.Unlock()
+			o.ObserveInt64(open, int64(n), x.attrs)
+			o.ObserveInt64(closed, x.l.evicted.Load(), x.attrs)
+		}
+		return nil
+	}, open, closed)
+	return err
 }

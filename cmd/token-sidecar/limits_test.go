@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -213,6 +215,29 @@ func TestAdminListenerIdleFloodIsBoundedAndProbesGetThrough(t *testing.T) {
 	if open > limit {
 		t.Fatalf("%d of %d flood connections still open; want at most %d", open, len(held), limit)
 	}
+	metrics := fetchMetrics(t, s)
+	if n := metricValue(t, metrics, "token_sidecar_listener_idle_closed_total", `listener="admin"`); n < float64(len(held)-limit) {
+		t.Errorf("token_sidecar_listener_idle_closed_total{listener=admin} = %v; want at least %d", n, len(held)-limit)
+	}
+	if n := metricValue(t, metrics, "token_sidecar_listener_connections", `listener="admin"`); n < 1 || n > limit {
+		t.Errorf("token_sidecar_listener_connections{listener=admin} = %v; want 1 to %d", n, limit)
+	}
+}
+
+// metricValue is the value of the series of name whose labels hold label,
+// in Prometheus text.
+func metricValue(t *testing.T, text, name, label string) float64 {
+	t.Helper()
+	re := regexp.MustCompile(`(?m)^` + name + `\{[^}]*` + regexp.QuoteMeta(label) + `[^}]*\} (\S+)$`)
+	m := re.FindStringSubmatch(text)
+	if m == nil {
+		t.Fatalf("/metrics has no %s{%s}", name, label)
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
 
 // Oversized headers are refused by the server before any handler runs.

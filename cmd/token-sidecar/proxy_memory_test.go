@@ -92,4 +92,11 @@ func TestAPIProxyRetryBufferFlag(t *testing.T) {
 			}
 		}
 	}
+	metrics := fetchMetrics(t, s)
+	if n := metricValue(t, metrics, "token_sidecar_proxy_retry_buffer_limit_bytes", "otel_scope_name"); n != 8<<10 {
+		t.Errorf("token_sidecar_proxy_retry_buffer_limit_bytes = %v, want 8192", n)
+	}
+	if n := metricValue(t, metrics, "token_sidecar_proxy_retry_buffer_used_bytes", "otel_scope_name"); n != 0 {
+		t.Errorf("token_sidecar_proxy_retry_buffer_used_bytes = %v with no request in flight, want 0", n)
+	}
 }

@@ -166,6 +166,13 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	// that idle connections make room for new ones.
 	tokenLn = limitConnections(tokenSrv, tokenLn, cfg.MaxConnections)
 	adminLn = limitConnections(adminSrv, adminLn, cfg.AdminMaxConnections)
+	tokenLimiter, _ := tokenLn.(*connLimiter)
+	adminLimiter, _ := adminLn.(*connLimiter)
+	if err := observeConnections(tel.meter(), map[string]*connLimiter{"token": tokenLimiter, "admin": adminLimiter}); err != nil {
+		tokenLn.Close()
+		adminLn.Close()
+		return fmt.Errorf("connection metrics: %w", err)
+	}
 
 	serveErr := make(chan error, 2)
 	serve := func(name string, srv *http.Server, ln net.Listener) {

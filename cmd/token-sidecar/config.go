@@ -99,7 +99,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.IntVar(&cfg.MaxConcurrentFetches, "max-concurrent-fetches", 64, "fetch-then-exchanges running at once across all tenants; more wait for a slot (0 = no bound)")
 	fs.IntVar(&cfg.MaxConnections, "max-connections", 1024, "open connections the token listener keeps at once; at the limit a new connection closes the one idle longest, and when all are busy more wait in the listen backlog (0 = no bound)")
 	fs.IntVar(&cfg.AdminMaxConnections, "admin-max-connections", 256, "open connections the admin listener keeps at once, with the same rule as -max-connections (0 = no bound)")
-	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 15*time.Second, "how long both listeners keep an idle keep-alive connection open")
+	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 30*time.Second, "how long both listeners keep an idle keep-alive connection open")
 	fs.Float64Var(&cfg.RefreshAt, "refresh-at", 0.8, "fraction of a token's lifetime after which it is refreshed ahead of expiry")
 	fs.DurationVar(&cfg.NegativeTTL, "negative-ttl", 5*time.Second, "how long CREDENTIALS_NOT_FOUND and OAUTH_INVALID_GRANT are cached (0 = not at all)")
 	fs.DurationVar(&cfg.MinRefreshInterval, "min-refresh-interval", 5*time.Second, "least time between two forced refreshes of one tenant")

@@ -52,6 +52,7 @@ type options struct {
 	tokenConns  int
 	probes      int
 	newClients  int
+	silent      bool
 	waitLimit   time.Duration
 	sidecarArgs string
 }
@@ -66,6 +67,7 @@ func run(args []string) error {
 	fs.IntVar(&o.tokenConns, "token-conns", 1100, "token-idle: idle keep-alive connections held")
 	fs.IntVar(&o.probes, "probes", 30, "admin-idle: probes sent on new connections during the flood")
 	fs.IntVar(&o.newClients, "new-clients", 10, "token-idle: new clients asking for a token, one after the other")
+	fs.BoolVar(&o.silent, "silent", false, "token-idle: the held connections never send a request (instead of one /token each)")
 	fs.DurationVar(&o.waitLimit, "wait-limit", 120*time.Second, "longest one probe or new client may wait")
 	fs.StringVar(&o.sidecarArgs, "sidecar-args", "", "extra flags for the sidecar, space-separated")
 	if err := fs.Parse(args); err != nil {
@@ -287,14 +289,14 @@ func adminIdle(o options) error {
 		len(conns), time.Since(t0).Round(time.Millisecond), s.rssMiB())
 
 	// The flood goes on while the probes run: a flooder re-opens, one after
-	// the other, connections in place of those the sidecar closed, at most
-	// adminConns more.
+	// the other, connections in place of those the sidecar closed, until
+	// the probes are done (at most 20 × adminConns).
 	stop := make(chan struct{})
 	var reopened int
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		buf := make([]byte, 1)
-		for i := 0; reopened < o.adminConns; i = (i + 1) % len(conns) {
+		for i := 0; reopened < 20*o.adminConns; i = (i + 1) % len(conns) {
 			select {
 			case <-stop:
 				return
@@ -354,14 +356,24 @@ func tokenIdle(o options) error {
 	t0 := time.Now()
 	var wg sync.WaitGroup
 	for i := range conns {
-		wg.Go(func() { conns[i] = keptGet(s.tokenAddr, "/token?tenant=demo-tenant", 2*time.Second) })
+		wg.Go(func() {
+			if o.silent {
+				conns[i], _ = net.DialTimeout("tcp", s.tokenAddr, 2*time.Second)
+				return
+			}
+			conns[i] = keptGet(s.tokenAddr, "/token?tenant=demo-tenant", 2*time.Second)
+		})
 		if i%64 == 63 {
 			wg.Wait()
 		}
 	}
 	wg.Wait()
-	fmt.Printf("opened %d keep-alive connections (one /token each) in %v; RSS %.1f MiB (idle %.1f)\n",
-		len(conns), time.Since(t0).Round(time.Millisecond), s.rssMiB(), idle)
+	what := "keep-alive connections (one /token each)"
+	if o.silent {
+		what = "silent connections (no request)"
+	}
+	fmt.Printf("opened %d %s in %v; RSS %.1f MiB (idle %.1f)\n",
+		len(conns), what, time.Since(t0).Round(time.Millisecond), s.rssMiB(), idle)
 	var lat []time.Duration
 	failed := 0
 	for range o.newClients {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"container/list"
 	"context"
 	"net"
 	"net/http"
@@ -40,8 +39,9 @@ type connLimiter struct {
 	// neither closed nor evicted.
 	open int
 	// idle holds the open connections waiting for a request, longest
-	// waiting first (*limitedConn).
-	idle list.List
+	// waiting first: a list through their prev and next fields, so that a
+	// request costs no allocation.
+	idle idleList
 	// changed is closed, and replaced, when a connection leaves the count
 	// or becomes idle, and when the listener closes, if an Accept waits
 	// (waiting > 0): what that Accept waits for. Nobody waits on the
@@ -61,8 +61,9 @@ func newConnLimiter(ln net.Listener, max int) *connLimiter {
 type limitedConn struct {
 	net.Conn
 	l *connLimiter
-	// elem is its element in l.idle while it is idle, else nil.
-	elem *list.Element
+	// idle is true while it is in l.idle, linked through prev and next.
+	idle       bool
+	prev, next *limitedConn
 	// counted is true until the connection is closed or evicted.
 	counted bool
 }
@@ -84,7 +85,7 @@ func (l *connLimiter) Accept() (net.Conn, error) {
 	// busy: then this one waits (accepted) for room, like the next ones in
 	// the backlog.
 	for l.open >= l.max {
-		if victim := l.oldestIdleLocked(); victim != nil {
+		if victim := l.idle.front(); victim != nil {
 			l.releaseLocked(victim)
 			l.evicted.Add(1)
 			l.mu.Unlock()
@@ -102,7 +103,7 @@ func (l *connLimiter) Accept() (net.Conn, error) {
 	l.open++
 	// Not a request yet: as evictable as an idle keep-alive connection, and
 	// the newest of them.
-	lc.elem = l.idle.PushBack(lc)
+	l.idle.pushBack(lc)
 	l.mu.Unlock()
 	return lc, nil
 }
@@ -112,7 +113,7 @@ func (l *connLimiter) Accept() (net.Conn, error) {
 func (l *connLimiter) waitForRoom() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for l.open >= l.max && l.idle.Len() == 0 {
+	for l.open >= l.max && l.idle.len == 0 {
 		if l.closed {
 			return net.ErrClosed
 		}
@@ -149,16 +150,13 @@ func (l *connLimiter) ConnState(c net.Conn, state http.ConnState) {
 	}
 	switch state {
 	case http.StateIdle:
-		if lc.elem == nil {
-			lc.elem = l.idle.PushBack(lc)
+		if !lc.idle {
+			l.idle.pushBack(lc)
 			l.signalLocked()
 		}
 	case http.StateActive, http.StateHijacked:
 		// A hijacked connection stays counted until its new owner closes it.
-		if lc.elem != nil {
-			l.idle.Remove(lc.elem)
-			lc.elem = nil
-		}
+		l.idle.remove(lc)
 	case http.StateClosed:
 		l.releaseLocked(lc)
 	}
@@ -172,26 +170,54 @@ func (c *limitedConn) Close() error {
 	return c.Conn.Close()
 }
 
-func (l *connLimiter) oldestIdleLocked() *limitedConn {
-	e := l.idle.Front()
-	if e == nil {
-		return nil
-	}
-	return e.Value.(*limitedConn)
-}
-
 // releaseLocked takes c out of the count, once.
 func (l *connLimiter) releaseLocked(c *limitedConn) {
 	if !c.counted {
 		return
 	}
 	c.counted = false
-	if c.elem != nil {
-		l.idle.Remove(c.elem)
-		c.elem = nil
-	}
+	l.idle.remove(c)
 	l.open--
 	l.signalLocked()
+}
+
+// idleList is a doubly linked list of connections, oldest first. The zero
+// value is empty. Guarded by the limiter's mu.
+type idleList struct {
+	head, tail *limitedConn
+	len        int
+}
+
+func (q *idleList) front() *limitedConn { return q.head }
+
+func (q *idleList) pushBack(c *limitedConn) {
+	c.idle, c.prev, c.next = true, q.tail, nil
+	if q.tail != nil {
+		q.tail.next = c
+	} else {
+		q.head = c
+	}
+	q.tail = c
+	q.len++
+}
+
+// remove takes c out of the list if it is in it.
+func (q *idleList) remove(c *limitedConn) {
+	if !c.idle {
+		return
+	}
+	if c.prev != nil {
+		c.prev.next = c.next
+	} else {
+		q.head = c.next
+	}
+	if c.next != nil {
+		c.next.prev = c.prev
+	} else {
+		q.tail = c.prev
+	}
+	c.idle, c.prev, c.next = false, nil, nil
+	q.len--
 }
 
 // waitLocked waits, with mu released, for the next signalLocked.

@@ -61,7 +61,55 @@ func TestConnLimiterShutdownWithEverySlotBusy(t *testing.T) {
 	}
 	ln.mu.Lock()
 	defer ln.mu.Unlock()
-	if ln.open != 0 || ln.idle.Len() != 0 {
-		t.Fatalf("after shutdown: %d connections counted, %d idle; want none", ln.open, ln.idle.Len())
+	if ln.open != 0 || ln.idle.len != 0 || ln.idle.head != nil {
+		t.Fatalf("after shutdown: %d connections counted, %d idle; want none", ln.open, ln.idle.len)
+	}
+}
+
+// At the limit, the connection that has waited longest for a request is the
+// one closed, whether it is an idle keep-alive connection or a silent new
+// one.
+func TestConnLimiterClosesTheLongestIdleFirst(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})}
+	ln := limitConnections(srv, inner, 2).(*connLimiter)
+	go srv.Serve(ln)
+	defer srv.Close()
+	url := "http://" + inner.Addr().String()
+
+	a := dialKept(t, url)
+	if code, err := a.get("/"); err != nil || code != 200 {
+		t.Fatalf("a: %d %v", code, err)
+	}
+	waitIdle := func(n int) {
+		pollUntil(t, func() bool {
+			ln.mu.Lock()
+			defer ln.mu.Unlock()
+			return ln.idle.len == n
+		})
+	}
+	waitIdle(1)
+	b := dialKept(t, url) // silent, and newer than a's idle wait
+	waitIdle(2)
+
+	c := dialKept(t, url)
+	if code, err := c.get("/"); err != nil || code != 200 {
+		t.Fatalf("c: %d %v", code, err)
+	}
+	if !a.closedByServer(t) || b.closedByServer(t) {
+		t.Fatal("c's arrival did not close a, the longest idle, alone")
+	}
+	d := dialKept(t, url)
+	if code, err := d.get("/"); err != nil || code != 200 {
+		t.Fatalf("d: %d %v", code, err)
+	}
+	if !b.closedByServer(t) || c.closedByServer(t) {
+		t.Fatal("d's arrival did not close b, then the longest idle, alone")
+	}
+	if n := ln.evicted.Load(); n != 2 {
+		t.Fatalf("evicted = %d, want 2", n)
 	}
 }

@@ -166,6 +166,25 @@ func (s *sidecar) rssMiB() float64 {
 	return -1
 }
 
+// goroutines is go_goroutines from the sidecar's /metrics, read on a new
+// connection ("?" if it cannot be read).
+func (s *sidecar) goroutines() string {
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
+	resp, err := c.Get("http://" + s.adminAdr + "/metrics")
+	if err != nil {
+		return "?"
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "go_goroutines "); ok {
+			return v
+		}
+	}
+	return "?"
+}
+
 func (s *sidecar) threads() string {
 	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
 	for _, line := range strings.Split(string(b), "\n") {
@@ -278,7 +297,7 @@ func adminIdle(o options) error {
 	defer s.stop()
 	time.Sleep(time.Second)
 	idle := s.rssMiB()
-	fmt.Printf("idle RSS: %.1f MiB, threads %s\n", idle, s.threads())
+	fmt.Printf("idle RSS: %.1f MiB, threads %s, goroutines %s\n", idle, s.threads(), s.goroutines())
 	conns := make([]net.Conn, o.adminConns)
 	defer func() { closeAll(conns) }()
 	t0 := time.Now()
@@ -331,8 +350,8 @@ func adminIdle(o options) error {
 	wg.Wait()
 	fmt.Printf("%d probes during the flood (%d connections re-opened): %d failed; latency %s\n",
 		o.probes, reopened, failed, summary(lat))
-	fmt.Printf("RSS with %d idle admin connections: peak %.1f MiB (+%.1f over idle), now %.1f MiB, threads %s\n",
-		o.adminConns, peak, peak-idle, s.rssMiB(), s.threads())
+	fmt.Printf("RSS with %d idle admin connections: peak %.1f MiB (+%.1f over idle), now %.1f MiB, threads %s, goroutines %s\n",
+		o.adminConns, peak, peak-idle, s.rssMiB(), s.threads(), s.goroutines())
 	return nil
 }
 
@@ -374,6 +393,7 @@ func tokenIdle(o options) error {
 	}
 	fmt.Printf("opened %d %s in %v; RSS %.1f MiB (idle %.1f)\n",
 		len(conns), what, time.Since(t0).Round(time.Millisecond), s.rssMiB(), idle)
+	fmt.Printf("goroutines with them open: %s\n", s.goroutines())
 	var lat []time.Duration
 	failed := 0
 	for range o.newClients {

@@ -52,6 +52,9 @@ type apiProxy struct {
 	logger       *slog.Logger
 	spans        *lazySpans // nil: none started here
 	rp           *httputil.ReverseProxy
+	// retryBudget bounds the request bodies buffered for 401 retries;
+	// nil buffers none.
+	retryBudget *retryBudget
 }
 
 func newAPIProxy(cfg Config, rules *tenantRules, tokenTimeout time.Duration, logger *slog.Logger, spans *lazySpans) (*apiProxy, error) {
@@ -72,6 +75,15 @@ func newAPIProxy(cfg Config, rules *tenantRules, tokenTimeout time.Duration, log
 	}
 	if p.timeout == 0 {
 		p.timeout = defaultAPIProxyTimeout
+	}
+	switch {
+	case cfg.APIRetryBuffer == 0:
+		p.retryBudget = newRetryBudget(DefaultAPIRetryBuffer)
+	case cfg.APIRetryBuffer > 0:
+		p.retryBudget = newRetryBudget(cfg.APIRetryBuffer)
+	}
+	if err := p.retryBudget.observe(cfg.MeterProvider); err != nil {
+		return nil, err
 	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:   rewriteAPIRequest,
@@ -174,7 +186,8 @@ func (p *apiProxy) serve(c echo.Context) error {
 		return &apiError{code: codeInternal, tenant: key.Tenant, provider: key.Provider, err: err}
 	}
 	call := &apiCall{key: key, rest: rest, token: tok, target: target}
-	if err := call.takeBody(req); err != nil {
+	defer call.releaseBody(p.retryBudget)
+	if err := call.takeBody(req, p.retryBudget); err != nil {
 		return &apiError{code: codeInvalidRequest, message: msgProxyBodyUnread, tenant: key.Tenant, err: err}
 	}
 	if p.logger.Enabled(req.Context(), slog.LevelDebug) {

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -66,6 +65,9 @@ type apiCall struct {
 	// replayable is true when the request can be sent again: no body, or
 	// one of at most maxReplayBody bytes, buffered in body.
 	replayable bool
+	// buffered is the share of the retry budget the body's buffer holds,
+	// given back by releaseBody.
+	buffered int64
 
 	retried bool  // a second attempt was sent
 	err     error // set by the ErrorHandler: no answer came from the API
@@ -76,48 +78,6 @@ type apiCallKey struct{}
 func callOf(ctx context.Context) *apiCall {
 	call, _ := ctx.Value(apiCallKey{}).(*apiCall)
 	return call
-}
-
-// takeBody decides whether req can be replayed and, if so, buffers its body.
-// A body announced larger than maxReplayBody is left alone and streams to the
-// API as it arrives. A body of unknown length (chunked) is read up to
-// maxReplayBody+1 bytes: if it ends by then it is replayable, else the bytes
-// read are sent first and the rest streams behind them.
-func (call *apiCall) takeBody(req *http.Request) error {
-	if req.Body == nil || req.Body == http.NoBody || (req.ContentLength == 0 && len(req.TransferEncoding) == 0) {
-		call.replayable = true
-		return nil
-	}
-	if req.ContentLength > maxReplayBody {
-		return nil
-	}
-	var buf bytes.Buffer
-	if req.ContentLength > 0 {
-		buf.Grow(int(req.ContentLength))
-	}
-	if _, err := buf.ReadFrom(io.LimitReader(req.Body, maxReplayBody+1)); err != nil {
-		return err
-	}
-	if buf.Len() > maxReplayBody {
-		req.Body = struct {
-			io.Reader
-			io.Closer
-		}{io.MultiReader(bytes.NewReader(buf.Bytes()), req.Body), req.Body}
-		return nil
-	}
-	call.body, call.replayable = buf.Bytes(), true
-	req.Body = io.NopCloser(bytes.NewReader(call.body))
-	req.ContentLength = int64(len(call.body))
-	req.TransferEncoding = nil
-	return nil
-}
-
-// newBody returns a fresh reader of the buffered body, nil without one.
-func (call *apiCall) newBody() (io.ReadCloser, error) {
-	if call.body == nil {
-		return nil, nil
-	}
-	return io.NopCloser(bytes.NewReader(call.body)), nil
 }
 
 // retryTransport sends a proxied request through base and, when the API

@@ -90,7 +90,8 @@ type Config struct {
 
 	// MeterProvider receives token_sidecar.token.requests, the answers by
 	// route, status and error code, and token_sidecar.token.request.duration,
-	// their latency. Nil means no metrics.
+	// their latency; and token_sidecar.proxy.retry_buffer.used and .limit,
+	// the /proxy/ bodies buffered for 401 retries. Nil means no metrics.
 	MeterProvider metric.MeterProvider
 
 	// TracerProvider, when not nil, gives a request that reaches the handler
@@ -135,6 +136,15 @@ type Config struct {
 	// read and write timeouts, which are sized for the token API. Zero
 	// means 10 minutes; negative is refused.
 	APIProxyTimeout time.Duration
+
+	// APIRetryBuffer is the most bytes of request bodies that all /proxy/
+	// requests together keep buffered so that they can be sent again after
+	// a 401 (each body at most 1 MiB). A body that would take the buffers
+	// past it streams to the API instead and is not retried, as a larger
+	// body is. Buffers grow only as bytes arrive. Zero means
+	// DefaultAPIRetryBuffer (32 MiB); negative means none: only requests
+	// without a body are retried.
+	APIRetryBuffer int64
 }
 
 // NewTokenHandler returns the handler of the token listener: GET /token and

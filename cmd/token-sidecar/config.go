@@ -47,10 +47,13 @@ type config struct {
 	RequireRequestHeader bool
 	RequestTimeout       time.Duration
 	ProxyTimeout         time.Duration
+	ProxyRetryBuffer     byteSize
 
 	CacheCapacity        int
 	MaxConcurrentFetches int
 	MaxConnections       int
+	AdminMaxConnections  int
+	IdleTimeout          time.Duration
 	RefreshAt            float64
 	NegativeTTL          time.Duration
 	MinRefreshInterval   time.Duration
@@ -97,9 +100,13 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.BoolVar(&cfg.RequireRequestHeader, "require-request-header", true, "require the header X-Token-Request: true on the token listener (anti-SSRF)")
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", 15*time.Second, "how long a caller waits for a token before 504 TIMEOUT")
 	fs.DurationVar(&cfg.ProxyTimeout, "proxy-timeout", 10*time.Minute, "longest a /proxy/ request may take, streaming included")
+	cfg.ProxyRetryBuffer = proxy.DefaultAPIRetryBuffer
+	fs.Var(&cfg.ProxyRetryBuffer, "proxy-retry-buffer", "request bodies all /proxy/ requests together may keep buffered for a retry after a 401 (e.g. 32MiB); a body past it streams and is not retried (0 = none buffered)")
 	fs.IntVar(&cfg.CacheCapacity, "cache-capacity", 10000, "maximum cached tenants; the least recently used is evicted")
 	fs.IntVar(&cfg.MaxConcurrentFetches, "max-concurrent-fetches", 64, "fetch-then-exchanges running at once across all tenants; more wait for a slot (0 = no bound)")
-	fs.IntVar(&cfg.MaxConnections, "max-connections", 1024, "open connections the token listener accepts at once; more wait in the listen backlog (0 = no bound)")
+	fs.IntVar(&cfg.MaxConnections, "max-connections", 1024, "open connections the token listener keeps at once; at the limit a new connection closes the one idle longest, and when all are busy more wait in the listen backlog (0 = no bound)")
+	fs.IntVar(&cfg.AdminMaxConnections, "admin-max-connections", 256, "open connections the admin listener keeps at once, with the same rule as -max-connections (0 = no bound)")
+	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 30*time.Second, "how long both listeners keep an idle keep-alive connection open")
 	fs.Float64Var(&cfg.RefreshAt, "refresh-at", 0.8, "fraction of a token's lifetime after which it is refreshed ahead of expiry")
 	fs.DurationVar(&cfg.NegativeTTL, "negative-ttl", 5*time.Second, "how long CREDENTIALS_NOT_FOUND and OAUTH_INVALID_GRANT are cached (0 = not at all)")
 	fs.DurationVar(&cfg.MinRefreshInterval, "min-refresh-interval", 5*time.Second, "least time between two forced refreshes of one tenant")
@@ -191,6 +198,7 @@ func (c config) validate() error {
 		"-proxy-timeout":          c.ProxyTimeout,
 		"-static-token-ttl":       c.StaticTokenTTL,
 		"-shutdown-timeout":       c.ShutdownTimeout,
+		"-idle-timeout":           c.IdleTimeout,
 	}
 	for name, d := range positive {
 		if d <= 0 {
@@ -218,8 +226,8 @@ func (c config) validate() error {
 	if c.BreakerHalfOpenProbes < 1 || c.BreakerHalfOpenProbes > 100 {
 		errs = append(errs, fmt.Errorf("-breaker-half-open-probes must be between 1 and 100, got %d", c.BreakerHalfOpenProbes))
 	}
-	if c.MaxConcurrentFetches < 0 || c.MaxConnections < 0 {
-		errs = append(errs, errors.New("-max-concurrent-fetches and -max-connections must not be negative"))
+	if c.MaxConcurrentFetches < 0 || c.MaxConnections < 0 || c.AdminMaxConnections < 0 {
+		errs = append(errs, errors.New("-max-concurrent-fetches, -max-connections and -admin-max-connections must not be negative"))
 	}
 	if c.CacheCapacity < 1 {
 		errs = append(errs, fmt.Errorf("-cache-capacity must be at least 1, got %d", c.CacheCapacity))

@@ -13,8 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/net/netutil"
-
 	"github.com/token-sidecar/token-sidecar/cache"
 	"github.com/token-sidecar/token-sidecar/proxy"
 	"github.com/token-sidecar/token-sidecar/upstream"
@@ -26,7 +24,6 @@ import (
 const (
 	readHeaderTimeout = 5 * time.Second
 	readTimeout       = 10 * time.Second
-	idleTimeout       = 90 * time.Second
 	maxHeaderBytes    = 16 << 10
 	writeTimeoutSlack = 5 * time.Second
 )
@@ -144,6 +141,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		RequireRequestHeader: cfg.RequireRequestHeader,
 		RequestTimeout:       cfg.RequestTimeout,
 		APIProxyTimeout:      cfg.ProxyTimeout,
+		APIRetryBuffer:       cfg.apiRetryBuffer(),
 		Logger:               logger,
 		MeterProvider:        tel.meter(),
 		TracerProvider:       tel.tracerProvider,
@@ -167,18 +165,24 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	if err != nil {
 		return fmt.Errorf("token listener: %w", err)
 	}
-	if cfg.MaxConnections > 0 {
-		// Bounds the goroutines and buffers a flood of clients can pin;
-		// connections beyond it wait in the kernel's backlog.
-		tokenLn = netutil.LimitListener(tokenLn, cfg.MaxConnections)
-	}
 	adminLn, err := net.Listen("tcp", cfg.AdminListen)
 	if err != nil {
 		tokenLn.Close()
 		return fmt.Errorf("admin listener: %w", err)
 	}
-	tokenSrv := newHTTPServer(tel.wrapTokenHandler(tokenHandler), cfg.RequestTimeout+writeTimeoutSlack, logger)
-	adminSrv := newHTTPServer(tel.wrapHandler(adminHandler, "admin"), readTimeout, logger)
+	tokenSrv := newHTTPServer(tel.wrapTokenHandler(tokenHandler), cfg.RequestTimeout+writeTimeoutSlack, cfg.IdleTimeout, logger)
+	adminSrv := newHTTPServer(tel.wrapHandler(adminHandler, "admin"), readTimeout, cfg.IdleTimeout, logger)
+	// Bound the goroutines and buffers a flood of clients can pin, in a way
+	// that idle connections make room for new ones.
+	tokenLn = limitConnections(tokenSrv, tokenLn, cfg.MaxConnections)
+	adminLn = limitConnections(adminSrv, adminLn, cfg.AdminMaxConnections)
+	tokenLimiter, _ := tokenLn.(*connLimiter)
+	adminLimiter, _ := adminLn.(*connLimiter)
+	if err := observeConnections(tel.meter(), map[string]*connLimiter{"token": tokenLimiter, "admin": adminLimiter}); err != nil {
+		tokenLn.Close()
+		adminLn.Close()
+		return fmt.Errorf("connection metrics: %w", err)
+	}
 
 	serveErr := make(chan error, 2)
 	serve := func(name string, srv *http.Server, ln net.Listener) {
@@ -223,7 +227,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 
 // newHTTPServer builds a server with timeouts; http.Server's zero values have
 // none, which lets a slow client hold a connection for ever.
-func newHTTPServer(h http.Handler, writeTimeout time.Duration, logger *slog.Logger) *http.Server {
+func newHTTPServer(h http.Handler, writeTimeout, idleTimeout time.Duration, logger *slog.Logger) *http.Server {
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: readHeaderTimeout,
@@ -233,6 +237,27 @@ func newHTTPServer(h http.Handler, writeTimeout time.Duration, logger *slog.Logg
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          newStdlibLogger(logger, "http.Server"),
 	}
+}
+
+// apiRetryBuffer is -proxy-retry-buffer for proxy.Config, whose zero means
+// the default: the flag's 0 means none.
+func (c config) apiRetryBuffer() int64 {
+	if c.ProxyRetryBuffer == 0 {
+		return -1
+	}
+	return int64(c.ProxyRetryBuffer)
+}
+
+// limitConnections returns ln bounded to max connections (0: unbounded) for
+// srv, which must serve the listener returned: it tells the limiter which
+// connections are idle.
+func limitConnections(srv *http.Server, ln net.Listener, max int) net.Listener {
+	if max <= 0 {
+		return ln
+	}
+	l := newConnLimiter(ln, max)
+	srv.ConnState = l.ConnState
+	return l
 }
 
 // isNegative reports the errors that retrying soon cannot fix, which the

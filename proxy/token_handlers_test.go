@@ -154,7 +154,12 @@ func TestRequestHeaderCheck(t *testing.T) {
 		{"1", true, []string{"1"}, "/token?tenant=acme", http.StatusForbidden},
 		{"twice", true, []string{"true", "true"}, "/token?tenant=acme", http.StatusForbidden},
 		{"true", true, []string{"true"}, "/token?tenant=acme", http.StatusOK},
-		{"TRUE", true, []string{"TRUE"}, "/token?tenant=acme", http.StatusOK},
+		// The contract says exactly "true": no case folding, no spaces.
+		{"TRUE", true, []string{"TRUE"}, "/token?tenant=acme", http.StatusForbidden},
+		{"True", true, []string{"True"}, "/token?tenant=acme", http.StatusForbidden},
+		{"tRUE", true, []string{"tRUE"}, "/token?tenant=acme", http.StatusForbidden},
+		{"spaced", true, []string{" true"}, "/token?tenant=acme", http.StatusForbidden},
+		{"TRUE on the proxy", true, []string{"TRUE"}, "/proxy/api/v2/x", http.StatusForbidden},
 		{"checked before the tenant", true, nil, "/token?tenant=..", http.StatusForbidden},
 		{"checked before the body", true, nil, "/token/refresh?tenant=acme", http.StatusForbidden},
 		{"checked on unknown paths", true, nil, "/nope", http.StatusForbidden},

@@ -2,6 +2,8 @@ module github.com/token-sidecar/token-sidecar
 
 go 1.26.8
 
+toolchain go1.26.11
+
 require (
 	github.com/failsafe-go/failsafe-go v0.9.8
 	github.com/jellydator/ttlcache/v3 v3.4.1

@@ -46,6 +46,8 @@ type runOptions struct {
 	telemetry telemetryOptions
 	// inspectTelemetry sees the telemetry setup once it is built.
 	inspectTelemetry func(*telemetry)
+	// memoryLimit replaces where the soft memory limit is read and set.
+	memoryLimit memoryLimitHooks
 }
 
 // telemetryShutdownTimeout bounds the last export of spans and metrics at
@@ -75,6 +77,8 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 			logger.Error("token-sidecar failed", "error", err.Error())
 		}
 	}()
+
+	memLimit := applyMemoryLimit(getenv, o.memoryLimit, logger)
 
 	tel, err := newTelemetry(ctx, getenv, logger, o.telemetry)
 	if err != nil {
@@ -181,7 +185,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	isReady.Store(true)
 	logger.Info("token-sidecar started", "version", buildVersion(),
 		"token_addr", tokenLn.Addr().String(), "admin_addr", adminLn.Addr().String(), "demo", cfg.Demo,
-		"telemetry_exporters", tel.exporters)
+		"telemetry_exporters", tel.exporters, "memory_limit", memLimit)
 	if cfg.Demo {
 		printDemoHelp(stdout, tokenLn.Addr().String(), cfg.RequireRequestHeader)
 	}

@@ -28,7 +28,7 @@ func collect(t *testing.T, reader sdkmetric.Reader) map[string]float64 {
 	name := func(m string, set attribute.Set) string {
 		var kv []string
 		for _, a := range set.ToSlice() {
-			kv = append(kv, string(a.Key)+"="+a.Value.Emit())
+			kv = append(kv, string(a.Key)+"="+a.Value.String())
 		}
 		sort.Strings(kv)
 		return m + "{" + strings.Join(kv, ",") + "}"
@@ -258,7 +258,7 @@ func TestFailedFetchSpanHasErrorStatus(t *testing.T) {
 func attrValue(attrs []attribute.KeyValue, key string) string {
 	for _, a := range attrs {
 		if string(a.Key) == key {
-			return a.Value.Emit()
+			return a.Value.String()
 		}
 	}
 	return ""

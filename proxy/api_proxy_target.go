@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"iter"
 	"net/http"
 	"net/url"
 	"strings"
@@ -15,7 +16,8 @@ const apiProxyPrefix = "/proxy"
 
 // Messages of the INVALID_REQUEST answers the API proxy gives by itself.
 const (
-	msgProxyPathDots      = "path refused: /proxy/ paths must not hold '.' or '..' segments, escaped or not"
+	msgProxyPathDots      = "path refused: /proxy/ paths must not hold '.' or '..' segments, escaped (also twice), behind ';' or between backslashes"
+	msgProxyPathEmpty     = "path refused: /proxy/ paths must not hold empty segments (//), escaped or not"
 	msgProxyPathMalformed = "path malformed: invalid percent-escape"
 	msgProxyBodyUnread    = "the request body could not be read"
 )
@@ -40,32 +42,84 @@ func (r *tenantRules) proxyKey(req *http.Request) (cache.Key, error) {
 	return cache.Key{Provider: defaultProvider, Tenant: tenant}, nil
 }
 
+// maxUnescapeRounds bounds how many times a segment is unescaped to see what
+// a gateway that decodes again would see ("%25252e" is "." after three).
+// A segment still changing after that many is refused.
+const maxUnescapeRounds = 8
+
 // proxyPath returns the part of a /proxy/ request's escaped path that goes to
 // the API ("/api/v2/users/me" for "/proxy/api/v2/users/me"), escapes kept as
 // the app sent them so that an escaped "/" (%2F) stays inside its segment.
 //
-// It refuses dot segments, "." and "..", also when escaped (%2E%2E) or
-// hidden in a segment behind an escaped slash or backslash ("..%2Fx"): the
-// API host, or a proxy in between, may resolve them and reach another path
-// than the one the app named.
+// It refuses what a gateway or the API host in between may read as another
+// path than the one the app named, before any upstream is called:
+//   - an empty segment ("/proxy//host/x" is "//host/x", a scheme-relative
+//     URL to many gateways; "a//b" is "a/b" to those that merge slashes); a
+//     trailing slash is kept, it makes no segment to misread;
+//   - a dot segment, "." or "..", in any form a gateway may normalise: escaped
+//     (%2e%2E), escaped more than once (%252e), followed by path parameters
+//     as Tomcat-style servers strip them ("..;x", ".;"), or hidden in a
+//     segment behind an escaped slash or a backslash ("..%2Fx", "..%5Cx",
+//     "..\x") as Node and Windows servers split on both.
+//
+// Each segment is judged as the most-decoding reader would see it: unescaped
+// until it no longer changes, then split on '/' and '\', each part cut at
+// its first ';'.
 func proxyPath(escapedPath string) (string, error) {
 	rest, ok := strings.CutPrefix(escapedPath, apiProxyPrefix)
 	if !ok || !strings.HasPrefix(rest, "/") {
 		// The router only sends /proxy/* here.
 		return "", invalidRequest(msgProxyPathMalformed)
 	}
-	for seg := range strings.SplitSeq(rest, "/") {
+	segs := strings.Split(rest[1:], "/")
+	for i, seg := range segs {
 		plain, err := url.PathUnescape(seg)
 		if err != nil {
 			return "", invalidRequest(msgProxyPathMalformed)
 		}
-		for part := range strings.FieldsFuncSeq(plain, func(r rune) bool { return r == '/' || r == '\\' }) {
-			if part == "." || part == ".." {
+		for round := 1; strings.IndexByte(plain, '%') >= 0; round++ {
+			again, err := url.PathUnescape(plain)
+			if err != nil || again == plain {
+				break // a literal '%', not an escape
+			}
+			if round == maxUnescapeRounds {
+				return "", invalidRequest(msgProxyPathMalformed)
+			}
+			plain = again
+		}
+		last := i == len(segs)-1
+		for part, final := range pathParts(plain) {
+			name, _, _ := strings.Cut(part, ";")
+			switch {
+			case part == "" && last && final:
+				// A trailing slash: no segment to misread.
+			case name == "":
+				// Also ";x": empty once its parameters are stripped.
+				return "", invalidRequest(msgProxyPathEmpty)
+			case name == "." || name == "..":
 				return "", invalidRequest(msgProxyPathDots)
 			}
 		}
 	}
 	return rest, nil
+}
+
+// pathParts yields the parts of a decoded segment between '/' and '\',
+// empty ones included, each with whether it is the segment's last.
+func pathParts(plain string) iter.Seq2[string, bool] {
+	return func(yield func(string, bool) bool) {
+		for {
+			j := strings.IndexAny(plain, `/\`)
+			if j < 0 {
+				yield(plain, true)
+				return
+			}
+			if !yield(plain[:j], false) {
+				return
+			}
+			plain = plain[j+1:]
+		}
+	}
 }
 
 // errBadAPIBase is returned for a token whose APIBaseURL is not an absolute

@@ -225,6 +225,32 @@ func TestProxyPath(t *testing.T) {
 		{"/proxy/api/..%5Cx", "", false},
 		{"/proxy/api/%zz", "", false},
 		{"/proxyx/api", "", false},
+		// Issue 10 item 9: forms an intermediary misreads.
+		{"/proxy/api/v2/", "/api/v2/", true}, // a trailing slash is no segment to misread
+		{"/proxy/api/a;b=c/d", "/api/a;b=c/d", true},
+		{"/proxy/api/%25/x", "/api/%25/x", true}, // a literal '%' is not an escape to undo again
+		{"/proxy/api/a%2Fb%5Cc", "/api/a%2Fb%5Cc", true},
+		{"/proxy//host/x", "", false},
+		{"/proxy/api//x", "", false},
+		{"/proxy/api/%2F/x", "", false},
+		{"/proxy/api/a%2F%2Fb", "", false},
+		{"/proxy/api/;x/y", "", false},
+		{"/proxy/api/..;/token", "", false},
+		{"/proxy/api/..;x/token", "", false},
+		{"/proxy/api/.;/token", "", false},
+		{"/proxy/api/.;x=1", "", false},
+		{"/proxy/api/%2e%2e;/token", "", false},
+		{"/proxy/api/%2E%2e;jsessionid=1/x", "", false},
+		{"/proxy/api/.%2e/x", "", false},
+		{"/proxy/api/%2e/x", "", false},
+		{"/proxy/api/..%5C..%5Ctoken", "", false},
+		{"/proxy/api/%5C..%5Cx", "", false},
+		{"/proxy/api/..%5c", "", false},
+		{"/proxy/api/%252e%252e/x", "", false},
+		{"/proxy/api/%25252e%25252E/x", "", false},
+		{"/proxy/api/%252e%252e%253b/x", "", false},
+		{"/proxy/api/%252F%252F/x", "", false},
+		{"/proxy/api/%255c..%255cx", "", false},
 	} {
 		got, err := proxyPath(tc.in)
 		if (err == nil) != tc.ok || got != tc.want {
@@ -255,7 +281,9 @@ func TestAPIProxyRefusesDotSegmentsBeforeAnyCall(t *testing.T) {
 	api := newFakeAPI(t, nil)
 	fc := &fakeCache{get: func(context.Context, cache.Key) (cache.Token, error) { return apiToken("t", api.srv.URL), nil }}
 	url := startProxy(t, fc, nil)
-	for _, p := range []string{"/proxy/../token", "/proxy/api/%2e%2e/%2e%2e/token", "/proxy/api/..%2F..%2Ftoken", "/proxy/api/v2/./x"} {
+	for _, p := range []string{"/proxy/../token", "/proxy/api/%2e%2e/%2e%2e/token", "/proxy/api/..%2F..%2Ftoken", "/proxy/api/v2/./x",
+		"/proxy//evil.example/x", "/proxy/api//x", "/proxy/api/..;/..;/token", "/proxy/api/%2e%2e;/token", "/proxy/api/.;x/y",
+		`/proxy/api/..\token`, "/proxy/api/..%5ctoken", "/proxy/api/%252e%252e/token"} {
 		req, err := http.NewRequest(http.MethodGet, url+"/x", nil)
 		if err != nil {
 			t.Fatal(err)

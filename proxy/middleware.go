@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime/debug"
-	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -152,15 +151,17 @@ func recoverPanic(rl *requestLogger) echo.MiddlewareFunc {
 }
 
 // requireRequestHeader refuses, with 403 REQUEST_HEADER_REQUIRED, every
-// request without the header X-Token-Request: true (value compared without
-// regard to case). Like a cloud metadata server's Metadata-Flavor, it stops
+// request without exactly one header X-Token-Request whose value is exactly
+// "true" (the header's name is matched without regard to case, as HTTP
+// wants; its value is not: "TRUE" is refused like any other value, as the
+// contract says). Like a cloud metadata server's Metadata-Flavor, it stops
 // a server-side request forgery from reaching the token listener through an
 // app that can be made to fetch an arbitrary URL but not to set headers.
 // It runs before anything else looks at the request, on every route,
 // unknown paths included.
 func requireRequestHeader(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		if v := c.Request().Header[headerTokenRequest]; len(v) != 1 || !strings.EqualFold(v[0], "true") {
+		if v := c.Request().Header[headerTokenRequest]; len(v) != 1 || v[0] != "true" {
 			return &apiError{code: codeRequestHeaderRequired}
 		}
 		return next(c)

@@ -37,7 +37,7 @@ func readMetrics(t *testing.T, reader sdkmetric.Reader) map[string]float64 {
 		for _, a := range set.ToSlice() {
 			switch a.Key {
 			case "http.route", "http.response.status_code", "error.type", "tenant":
-				kv = append(kv, string(a.Key)+"="+a.Value.Emit())
+				kv = append(kv, string(a.Key)+"="+a.Value.String())
 			}
 		}
 		sort.Strings(kv)

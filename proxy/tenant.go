@@ -112,8 +112,9 @@ func (r *tenantRules) isAllowed(tenant string) bool {
 
 // key resolves the cache key of a token request (GET /token, POST
 // /token/refresh) and checks it. The order of the checks is part of the
-// behaviour: no body, then the tenant's form, then the provider, then the
-// allow-list; so a malformed request gets 400 even for a tenant that is not
+// behaviour: no body, then the query's form (no ';', no parameter but tenant
+// and provider), then the tenant's form (no misspelt tenant header either),
+// then the provider, then the allow-list; so a malformed request gets 400 even for a tenant that is not
 // allowed. Nothing the caller sent reaches the cache unless it passed them all.
 //
 // The X-Token-Request check runs before, as middleware.
@@ -126,6 +127,9 @@ func (r *tenantRules) key(req *http.Request) (cache.Key, error) {
 		// us may split on it instead. Rather than guess which tenant was
 		// meant, refuse.
 		return cache.Key{}, invalidRequest(msgQueryMalformed)
+	}
+	if k, ok := unknownQueryKey(req.URL.RawQuery); ok {
+		return cache.Key{}, invalidRequest(fmt.Sprintf(msgUnknownParameter, quoteName(k)))
 	}
 	tenant, err := r.tenant(req)
 	if err != nil {
@@ -154,8 +158,12 @@ func (r *tenantRules) key(req *http.Request) (cache.Key, error) {
 // counts even when it is empty, and is then refused as malformed: falling back
 // to the default tenant would hand an app whose tenant variable is unset
 // another tenant's token. A tenant given twice (two query parameters, two
-// headers) is refused too, for the same reason.
+// headers) is refused too, for the same reason, and so is a header that is
+// X-Tenant-ID misspelt (misspeltTenantHeader), present or not the right one.
 func (r *tenantRules) tenant(req *http.Request) (string, error) {
+	if name, ok := misspeltTenantHeader(req.Header); ok {
+		return "", invalidRequest(fmt.Sprintf(msgMisspeltTenantHead, quoteName(name)))
+	}
 	tenant, found, err := lookupQuery(req.URL.RawQuery, queryTenant)
 	switch {
 	case errors.Is(err, errRepeated):

@@ -154,7 +154,12 @@ func TestRequestHeaderCheck(t *testing.T) {
 		{"1", true, []string{"1"}, "/token?tenant=acme", http.StatusForbidden},
 		{"twice", true, []string{"true", "true"}, "/token?tenant=acme", http.StatusForbidden},
 		{"true", true, []string{"true"}, "/token?tenant=acme", http.StatusOK},
-		{"TRUE", true, []string{"TRUE"}, "/token?tenant=acme", http.StatusOK},
+		// The contract says exactly "true": no case folding, no spaces.
+		{"TRUE", true, []string{"TRUE"}, "/token?tenant=acme", http.StatusForbidden},
+		{"True", true, []string{"True"}, "/token?tenant=acme", http.StatusForbidden},
+		{"tRUE", true, []string{"tRUE"}, "/token?tenant=acme", http.StatusForbidden},
+		{"spaced", true, []string{" true"}, "/token?tenant=acme", http.StatusForbidden},
+		{"TRUE on the proxy", true, []string{"TRUE"}, "/proxy/api/v2/x", http.StatusForbidden},
 		{"checked before the tenant", true, nil, "/token?tenant=..", http.StatusForbidden},
 		{"checked before the body", true, nil, "/token/refresh?tenant=acme", http.StatusForbidden},
 		{"checked on unknown paths", true, nil, "/nope", http.StatusForbidden},
@@ -208,7 +213,8 @@ func TestTenantResolution(t *testing.T) {
 		{name: "header wins over default", target: "/token", headers: []string{"h"}, defaultTenant: "d", wantTenant: "h"},
 		{name: "query escaped", target: "/token?tenant=a%2Db", wantTenant: "a-b"},
 		{name: "query key escaped", target: "/token?%74enant=acme", wantTenant: "acme"},
-		{name: "other parameters ignored", target: "/token?x=%zz&tenant=acme&y", wantTenant: "acme"},
+		{name: "empty pairs ignored", target: "/token?&tenant=acme&&", wantTenant: "acme"},
+		{name: "other parameters refused", target: "/token?x=%zz&tenant=acme&y", defaultTenant: "d"},
 		{name: "128 characters", target: "/token?tenant=" + strings.Repeat("a", 128), wantTenant: strings.Repeat("a", 128)},
 		{name: "none and no default", target: "/token"},
 		{name: "empty query does not fall back", target: "/token?tenant=", defaultTenant: "d"},
@@ -575,7 +581,7 @@ func TestRequestLog(t *testing.T) {
 		serve(h, r)
 	}
 
-	send(http.MethodGet, "/token?tenant=acme&access_token=query-secret")
+	send(http.MethodGet, "/token?tenant=acme")
 	send(http.MethodGet, "/token?tenant=initech")
 	fc.get = func(context.Context, cache.Key) (cache.Token, error) {
 		return cache.Token{}, &codedError{code: "OAUTH_EXCHANGE_FAILED"}
@@ -583,6 +589,8 @@ func TestRequestLog(t *testing.T) {
 	send(http.MethodGet, "/token?tenant=acme")
 	fc.get = func(context.Context, cache.Key) (cache.Token, error) { return cache.Token{}, errors.New("bug") }
 	send(http.MethodGet, "/token?tenant=acme")
+	// Refused (an unknown parameter); its value is not logged.
+	send(http.MethodGet, "/token?tenant=acme&access_token=query-secret")
 
 	out := logs.String()
 	for _, s := range secrets {
@@ -596,8 +604,11 @@ func TestRequestLog(t *testing.T) {
 		status float64
 		code   string
 	}{{"DEBUG", 200, ""}, {"INFO", 403, "TENANT_NOT_ALLOWED"}, {"WARN", 503, "OAUTH_EXCHANGE_FAILED"}, {"ERROR", 500, "INTERNAL_ERROR"}}
-	if len(lines) != len(want) {
-		t.Fatalf("%d log lines, want %d:\n%s", len(lines), len(want), out)
+	if len(lines) != len(want)+1 {
+		t.Fatalf("%d log lines, want %d:\n%s", len(lines), len(want)+1, out)
+	}
+	if l := lines[len(want)]; l["level"] != "INFO" || l["status"] != 400.0 || l["code"] != "INVALID_REQUEST" {
+		t.Errorf("refused request logged as %v, want INFO 400 INVALID_REQUEST", l)
 	}
 	wantTenants := []string{"acme", "initech", "acme", "acme"}
 	for i, w := range want {

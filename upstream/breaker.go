@@ -39,14 +39,29 @@ var ErrCircuitOpen = errors.New("circuit breaker open")
 // zero value means the documented default.
 //
 // A breaker opens on a sustained failure of its host, not on a few tenants'
-// failures: when, within the last Window, at least MinAttempts attempts were
-// made and at least FailureRate of them were host failures — by default when
-// at least 10 attempts within the last 10 s were made and half of them
-// failed. A burst of one tenant's failing attempts (3 with retries) among a
-// busy host's successes does not open it, however close together they come;
-// a host that fails every attempt opens at its MinAttempts-th attempt within
-// a Window. A host that gets fewer than MinAttempts attempts per Window never
-// opens: so few failures do not tell an outage from a bad tenant.
+// failures: when, within the last Window, at least FailureThreshold distinct
+// tenants had host failures, at least MinAttempts attempts were made and at
+// least FailureRate of them were host failures — by default when 5 tenants
+// failed and at least 10 attempts within the last 10 s were made, half of
+// them failures. A burst of one tenant's failing attempts (3 with retries)
+// among a busy host's successes does not open it, however close together
+// they come, and neither do four tenants whose every attempt fails (a
+// Tenant Service that answers 500 for their records only): one tenant's or a
+// few tenants' failures say something about them, not about the host. A host
+// that fails every attempt opens at the first attempt that makes both
+// FailureThreshold tenants and MinAttempts attempts within a Window. A host
+// that gets fewer than MinAttempts attempts per Window never opens: so few
+// failures do not tell an outage from a bad tenant.
+//
+// How the tenants are counted: failsafe-go's breaker keeps the rate over the
+// Window; a host failure is given to it only once the failures within the
+// Window come from FailureThreshold distinct tenants. Until then failures
+// wait, unrecorded (the last MinAttempts of them, up to 1024, those older
+// than a Window dropped), and are recorded all at once when the tenant that
+// completes the count fails; successes are always recorded. So the rate the
+// breaker judges counts every failure of the Window once the tenants are
+// there, and none before. A half-open breaker's probes decide alone, as
+// below: the host was already judged failing.
 //
 // A breaker counts each attempt, retries included. Only failures of the host
 // count against it: 5xx, 408, attempt timeouts, network and TLS errors. A
@@ -60,11 +75,12 @@ var ErrCircuitOpen = errors.New("circuit breaker open")
 // retrying, with the upstream's "unavailable" code and ErrCircuitOpen; the
 // Error's RetryAfterHint is the time left until it half-opens (at least 1 s).
 type BreakerConfig struct {
-	// FailureThreshold is the fewest host failures that open a breaker; 0
-	// means 5. A negative value turns the breakers off. It sets the minimum
-	// sample: a breaker judges its host only once the Window holds
-	// MinAttempts = ⌈FailureThreshold / FailureRate⌉ attempts, the fewest in
-	// which FailureThreshold failures reach FailureRate (10 by default).
+	// FailureThreshold is the fewest host failures, and the fewest distinct
+	// tenants they come from, that open a breaker; 0 means 5. A negative
+	// value turns the breakers off. It sets the minimum sample: a breaker
+	// judges its host only once the Window holds MinAttempts =
+	// ⌈FailureThreshold / FailureRate⌉ attempts, the fewest in which
+	// FailureThreshold failures reach FailureRate (10 by default).
 	FailureThreshold int
 	// FailureRate is the share of the attempts within Window, in (0, 1],
 	// that must be host failures to open the breaker; 0 means 0.5.
@@ -97,6 +113,7 @@ func breakerMinAttempts(threshold int, rate float64) uint {
 // never pruned. It is safe for concurrent use.
 type breakers struct {
 	upstream       string
+	minTenants     int // FailureThreshold: distinct failing tenants
 	minAttempts    uint
 	failureRate    float64
 	window         time.Duration
@@ -106,7 +123,7 @@ type breakers struct {
 	tel            *telemetry
 
 	mu     sync.Mutex
-	byHost map[string]circuitbreaker.CircuitBreaker[*outcome]
+	byHost map[string]*hostBreaker
 }
 
 // newBreakers applies cfg's defaults; it returns nil, meaning no breakers,
@@ -140,6 +157,7 @@ func newBreakers(upstream string, cfg BreakerConfig, log *slog.Logger, tel *tele
 	}
 	return &breakers{
 		upstream:       upstream,
+		minTenants:     threshold,
 		minAttempts:    breakerMinAttempts(threshold, rate),
 		failureRate:    rate,
 		window:         window,
@@ -147,7 +165,7 @@ func newBreakers(upstream string, cfg BreakerConfig, log *slog.Logger, tel *tele
 		halfOpenProbes: uint(probes),
 		log:            log,
 		tel:            tel,
-		byHost:         map[string]circuitbreaker.CircuitBreaker[*outcome]{},
+		byHost:         map[string]*hostBreaker{},
 	}, nil
 }
 
@@ -159,21 +177,26 @@ func hostKey(u *url.URL) string {
 
 // forHost returns host's breaker, creating it closed on first use; nil when
 // b is nil (breakers off).
-func (b *breakers) forHost(host string) circuitbreaker.CircuitBreaker[*outcome] {
+func (b *breakers) forHost(host string) *hostBreaker {
 	if b == nil {
 		return nil
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if cb, ok := b.byHost[host]; ok {
-		return cb
+	if h, ok := b.byHost[host]; ok {
+		return h
 	}
-	cb := circuitbreaker.NewBuilder[*outcome]().
-		// failsafe-go counts only errors unless told otherwise; our attempts
-		// return their HTTP answer as a result, never an error.
-		HandleIf(func(o *outcome, _ error) bool { return o != nil && o.verdict.hostFault }).
+	h := &hostBreaker{
+		minTenants: b.minTenants,
+		window:     b.window,
+		maxPending: int(min(b.minAttempts, maxPendingFailures)),
+		now:        time.Now,
+		failing:    map[string]time.Time{},
+	}
+	h.cb = circuitbreaker.NewBuilder[*outcome]().
 		// Closed: time based, on the rate over the window's attempts once
-		// there are minAttempts of them.
+		// there are minAttempts of them. hostBreaker.record decides what is
+		// recorded, so no HandleIf: failsafe-go never sees an attempt.
 		WithFailureRateThreshold(b.failureRate, b.minAttempts, b.window).
 		// Half-open: count based whatever the closed rule (failsafe-go's
 		// half-open state never uses the time window when a success
@@ -182,16 +205,149 @@ func (b *breakers) forHost(host string) circuitbreaker.CircuitBreaker[*outcome] 
 		// first failure.
 		WithSuccessThreshold(b.halfOpenProbes).
 		WithDelay(b.openDuration).
-		OnStateChanged(func(e circuitbreaker.StateChangedEvent) { b.changed(host, e) }).
+		// Called with h.mu held: every transition happens inside acquire or
+		// record.
+		OnStateChanged(func(e circuitbreaker.StateChangedEvent) { b.changed(host, e, h.tenants) }).
 		Build()
-	b.byHost[host] = cb
+	b.byHost[host] = h
 	b.tel.circuitState(host, circuitbreaker.ClosedState)
-	return cb
+	return h
 }
+
+// maxPendingFailures bounds the host failures a breaker holds back while
+// fewer than FailureThreshold tenants failed.
+const maxPendingFailures = 1024
+
+// hostBreaker is one host's circuit breaker: failsafe-go's breaker, used
+// standalone (a permit before each attempt, its outcome recorded after), so
+// that the distinct-tenant rule of BreakerConfig decides what the breaker's
+// closed state is given to record. Safe for concurrent use; every use of cb
+// goes through its methods, under mu, so that the state a permit was taken
+// in is known when its outcome is recorded and every transition happens
+// under mu.
+type hostBreaker struct {
+	cb         circuitbreaker.CircuitBreaker[*outcome]
+	minTenants int
+	window     time.Duration
+	maxPending int
+	now        func() time.Time
+
+	mu sync.Mutex
+	// failing holds the tenants with a host failure, each with its latest,
+	// at most minTenants of them: the freshest, as no more are needed to
+	// tell whether minTenants failed within a window.
+	failing map[string]time.Time
+	// pending are the times of the failures not yet recorded, because fewer
+	// than minTenants tenants had failed; oldest first, at most maxPending.
+	pending []time.Time
+	// tenants is how many failing tenants the last recorded failure saw,
+	// for the log line of an opening.
+	tenants int
+}
+
+// permit is what acquire hands to record: whether the attempt is a probe of
+// a half-open breaker.
+type permit struct{ probe bool }
+
+// acquire asks for an attempt; false means the breaker refuses it. A nil
+// hostBreaker (breakers off) allows every attempt.
+func (h *hostBreaker) acquire() (permit, bool) {
+	if h == nil {
+		return permit{}, true
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.cb.TryAcquirePermit() {
+		return permit{}, false
+	}
+	return permit{probe: h.cb.State() == circuitbreaker.HalfOpenState}, true
+}
+
+// record counts the outcome of an attempt acquire allowed for tenant: a host
+// failure (verdict.hostFault) against the host, anything else for it. A
+// probe's outcome is recorded as it is. In the closed state a failure is
+// recorded only once the failures within the window come from minTenants
+// tenants, the ones held back until then with it. An outcome whose permit
+// was taken in another state than the breaker is in now (it opened or
+// half-opened meanwhile) is not recorded: it belongs to a past judgement.
+func (h *hostBreaker) record(p permit, tenant string, o *outcome) {
+	if h == nil {
+		return
+	}
+	fault := o != nil && o.verdict.hostFault
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch st := h.cb.State(); {
+	case p.probe && st == circuitbreaker.HalfOpenState:
+		if fault {
+			h.cb.RecordFailure()
+			return
+		}
+		h.cb.RecordSuccess()
+		if h.cb.State() == circuitbreaker.ClosedState {
+			// Closing starts a new, empty window: failures seen before
+			// the breaker opened judge the host no more.
+			clear(h.failing)
+			h.pending = h.pending[:0]
+		}
+	case st != circuitbreaker.ClosedState:
+	case !fault:
+		h.cb.RecordSuccess()
+	default:
+		for range h.noteFailure(tenant) {
+			h.cb.RecordFailure()
+		}
+	}
+}
+
+// noteFailure notes a host failure of tenant and returns how many failures
+// to record now: 0 while fewer than minTenants tenants failed within the
+// window (this one is held back), else this one and those held back that
+// are still within the window. Called with mu held.
+func (h *hostBreaker) noteFailure(tenant string) int {
+	now := h.now()
+	cutoff := now.Add(-h.window)
+	var oldest string
+	var oldestAt time.Time
+	for t, last := range h.failing {
+		switch {
+		case !last.After(cutoff):
+			delete(h.failing, t)
+		case oldestAt.IsZero() || last.Before(oldestAt):
+			oldest, oldestAt = t, last
+		}
+	}
+	if _, ok := h.failing[tenant]; !ok && len(h.failing) >= h.minTenants {
+		delete(h.failing, oldest) // enough tenants without it
+	}
+	h.failing[tenant] = now
+	h.tenants = len(h.failing)
+	if len(h.failing) < h.minTenants {
+		if len(h.pending) == h.maxPending {
+			h.pending = h.pending[1:]
+		}
+		h.pending = append(h.pending, now)
+		return 0
+	}
+	n := 1
+	for _, t := range h.pending {
+		if t.After(cutoff) {
+			n++
+		}
+	}
+	h.pending = h.pending[:0]
+	return n
+}
+
+// State is the breaker's state.
+func (h *hostBreaker) State() circuitbreaker.State { return h.cb.State() }
+
+// IsOpen reports whether the breaker refuses every attempt for now.
+func (h *hostBreaker) IsOpen() bool { return h.cb.IsOpen() }
 
 // changed logs and records a state change. failsafe-go calls it outside the
 // breaker's lock, from the goroutine whose attempt caused the change.
-func (b *breakers) changed(host string, e circuitbreaker.StateChangedEvent) {
+func (b *breakers) changed(host string, e circuitbreaker.StateChangedEvent, tenants int) {
 	b.tel.circuitState(host, e.NewState)
 	b.tel.circuitTransition(host, e.NewState)
 	attrs := []slog.Attr{
@@ -204,8 +360,11 @@ func (b *breakers) changed(host string, e circuitbreaker.StateChangedEvent) {
 	case circuitbreaker.OpenState:
 		level, msg = slog.LevelWarn, "circuit breaker opened: calls to the host are refused"
 		m := e.Metrics()
-		attrs = append(attrs, slog.Int("failures", int(m.Failures())), slog.Int("attempts", int(m.Executions())),
-			slog.Duration("open_for", b.openDuration))
+		attrs = append(attrs, slog.Int("failures", int(m.Failures())), slog.Int("attempts", int(m.Executions())))
+		if e.OldState == circuitbreaker.ClosedState {
+			attrs = append(attrs, slog.Int("tenants", tenants))
+		}
+		attrs = append(attrs, slog.Duration("open_for", b.openDuration))
 	case circuitbreaker.HalfOpenState:
 		msg = "circuit breaker half-open: probing the host"
 		attrs = append(attrs, slog.Int("probes", int(b.halfOpenProbes)))
@@ -223,8 +382,8 @@ func (b *breakers) changed(host string, e circuitbreaker.StateChangedEvent) {
 // until cb half-opens, rounded up to whole seconds and at least 1 s (a
 // half-open breaker whose probes are taken has no time left, but the probes
 // need a moment).
-func openHint(cb circuitbreaker.CircuitBreaker[*outcome]) time.Duration {
-	d := cb.RemainingDelay()
+func openHint(h *hostBreaker) time.Duration {
+	d := h.cb.RemainingDelay()
 	d = (d + time.Second - 1).Truncate(time.Second)
 	return max(d, time.Second)
 }

@@ -63,8 +63,17 @@ func routedClient(t *testing.T, routes map[string]string) *http.Client {
 	})}
 }
 
+// tenantCreds are loginCreds for another tenant: the same client, so that
+// one script of the fake login answers them all. A breaker opens only on
+// failures of FailureThreshold distinct tenants.
+func tenantCreds(tenant string) *Credentials {
+	c := loginCreds()
+	c.Tenant = tenant
+	return c
+}
+
 // loginBreaker returns the breaker of host in c; nil if c has none.
-func loginBreaker(c *LoginClient, host string) circuitbreaker.CircuitBreaker[*outcome] {
+func loginBreaker(c *LoginClient, host string) *hostBreaker {
 	return c.retry.breakers.forHost(host)
 }
 
@@ -79,15 +88,21 @@ func TestBreakerOpensOnLoginFailuresAndAnswersAtOnce(t *testing.T) {
 	})
 	l.Script(loginID, repeat(s503(), 10)...)
 
-	// The second 503 opens the breaker: the call ends there instead of
-	// waiting out a backoff for a third attempt that would be refused.
-	start := time.Now()
-	_, err := c.Exchange(context.Background(), euWest1(t), loginCreds())
-	e := asError(t, err, CodeOAuthExchangeFailed)
-	if e.Attempts != 2 || l.TotalCalls() != 2 || e.Status != http.StatusServiceUnavailable {
-		t.Fatalf("attempts %d, login calls %d, status %d; want 2, 2, 503", e.Attempts, l.TotalCalls(), e.Status)
+	// One tenant's failures, retries included, do not open it.
+	_, err := c.Exchange(context.Background(), euWest1(t), tenantCreds("first"))
+	if e := asError(t, err, CodeOAuthExchangeFailed); e.Attempts != 3 || errors.Is(err, ErrCircuitOpen) {
+		t.Fatalf("first tenant: %v after %d attempts; want its 3 attempts", err, e.Attempts)
 	}
-	if took := time.Since(start); took > 1500*time.Millisecond {
+
+	// The second tenant's first 503 opens the breaker: the call ends there
+	// instead of waiting out a backoff for a retry that would be refused.
+	start := time.Now()
+	_, err = c.Exchange(context.Background(), euWest1(t), tenantCreds("second"))
+	e := asError(t, err, CodeOAuthExchangeFailed)
+	if e.Attempts != 1 || l.TotalCalls() != 4 || e.Status != http.StatusServiceUnavailable {
+		t.Fatalf("attempts %d, login calls %d, status %d; want 1, 4, 503", e.Attempts, l.TotalCalls(), e.Status)
+	}
+	if took := time.Since(start); took > 900*time.Millisecond {
 		t.Errorf("the call that opened the breaker took %v: it waited for a retry", took)
 	}
 	if e.RetryAfterHint != 10*time.Second {
@@ -102,7 +117,7 @@ func TestBreakerOpensOnLoginFailuresAndAnswersAtOnce(t *testing.T) {
 	if !errors.Is(err, ErrCircuitOpen) {
 		t.Errorf("errors.Is(%v, ErrCircuitOpen) is false", err)
 	}
-	if l.TotalCalls() != 2 || e.Attempts != 0 || e.Status != 0 || e.Upstream != GenesysLogin {
+	if l.TotalCalls() != 4 || e.Attempts != 0 || e.Status != 0 || e.Upstream != GenesysLogin {
 		t.Errorf("login calls %d, error %+v; want no attempt", l.TotalCalls(), e)
 	}
 	if took > 500*time.Millisecond {
@@ -115,10 +130,10 @@ func TestBreakerOpensOnLoginFailuresAndAnswersAtOnce(t *testing.T) {
 		t.Errorf("error text %q does not name the host", err)
 	}
 	out := logs.String()
-	if n := strings.Count(out, "upstream attempt failed, retrying"); n != 1 {
-		t.Errorf("%d retries logged, want 1 (between the two 503s):\n%s", n, out)
+	if n := strings.Count(out, "upstream attempt failed, retrying"); n != 2 {
+		t.Errorf("%d retries logged, want 2 (the first tenant's):\n%s", n, out)
 	}
-	if !strings.Contains(out, `"level":"WARN","msg":"circuit breaker opened`) ||
+	if !strings.Contains(out, `"level":"WARN","msg":"circuit breaker opened`) || !strings.Contains(out, `"tenants":2,`) ||
 		!strings.Contains(out, `"upstream":"genesys_login","host":"`+hostKey(mustURL(t, l.URL()))+`"`) {
 		t.Errorf("no warning with upstream and host for the opening:\n%s", out)
 	}
@@ -142,10 +157,14 @@ func TestBreakerOpensOnTenantServiceFailures(t *testing.T) {
 		cfg.MaxRetries = -1
 		cfg.Breaker = BreakerConfig{FailureThreshold: 3, FailureRate: 1, OpenDuration: 10 * time.Second}
 	})
-	// Timeouts, a dropped connection and a 5xx all count.
-	ts.Script("acme", "genesys", upstreamtest.Step{Delay: 4 * testTimeout}, upstreamtest.Step{Drop: true}, upstreamtest.Step{Status: 502})
-	for i := range 3 {
-		_, err := c.GenesysCredentials(context.Background(), "acme")
+	// Timeouts, a dropped connection and a 5xx all count, each from
+	// another tenant.
+	tenants := []string{"t-timeout", "t-drop", "t-502"}
+	ts.Script(tenants[0], "genesys", upstreamtest.Step{Delay: 4 * testTimeout})
+	ts.Script(tenants[1], "genesys", upstreamtest.Step{Drop: true})
+	ts.Script(tenants[2], "genesys", upstreamtest.Step{Status: 502})
+	for i, tenant := range tenants {
+		_, err := c.GenesysCredentials(context.Background(), tenant)
 		if e := asError(t, err, CodeTenantServiceUnavailable); errors.Is(err, ErrCircuitOpen) || e.Attempts != 1 {
 			t.Fatalf("call %d: %v; want a failed attempt", i, err)
 		}
@@ -168,8 +187,8 @@ func TestBreakerOpensOnTenantServiceFailures(t *testing.T) {
 func TestBreakerIgnoresClientErrors(t *testing.T) {
 	t.Parallel()
 	hair := BreakerConfig{FailureThreshold: 1, FailureRate: 1, OpenDuration: 10 * time.Second}
-	counts := func(cb circuitbreaker.CircuitBreaker[*outcome]) (attempts, failures uint) {
-		return cb.Metrics().Executions(), cb.Metrics().Failures()
+	counts := func(h *hostBreaker) (attempts, failures uint) {
+		return h.cb.Metrics().Executions(), h.cb.Metrics().Failures()
 	}
 
 	l, c := newLoginFixture(t, func(cfg *LoginClientConfig) { cfg.Breaker = hair })
@@ -245,7 +264,9 @@ func TestBreakerIsPerLoginHost(t *testing.T) {
 		cfg.Breaker = bc
 	})
 
-	_, err := c.Exchange(context.Background(), euWest1(t), loginCreds())
+	_, err := c.Exchange(context.Background(), euWest1(t), tenantCreds("a"))
+	asError(t, err, CodeOAuthExchangeFailed)
+	_, err = c.Exchange(context.Background(), euWest1(t), tenantCreds("b"))
 	asError(t, err, CodeOAuthExchangeFailed)
 	_, err = c.Exchange(context.Background(), euWest1(t), loginCreds())
 	if !errors.Is(err, ErrCircuitOpen) || !strings.Contains(err.Error(), "https://login.mypurecloud.ie") {
@@ -256,8 +277,8 @@ func TestBreakerIsPerLoginHost(t *testing.T) {
 			t.Fatalf("eu-central-1 is blocked by eu-west-1's breaker: %v", err)
 		}
 	}
-	if ie.TotalCalls() != 2 || de.TotalCalls() != 3 {
-		t.Errorf("calls: ie %d, de %d; want 2, 3", ie.TotalCalls(), de.TotalCalls())
+	if ie.TotalCalls() != 4 || de.TotalCalls() != 3 {
+		t.Errorf("calls: ie %d, de %d; want 4 (a's 3, b's first), 3", ie.TotalCalls(), de.TotalCalls())
 	}
 	if s := loginBreaker(c, "https://login.mypurecloud.de").State(); s != circuitbreaker.ClosedState {
 		t.Errorf("de breaker %s, want closed", s)
@@ -265,7 +286,8 @@ func TestBreakerIsPerLoginHost(t *testing.T) {
 
 	// One override host for every region: one breaker.
 	shared := newLoginClient(t, ie.URL(), func(cfg *LoginClientConfig) { cfg.Breaker = bc })
-	shared.Exchange(context.Background(), euWest1(t), loginCreds())
+	shared.Exchange(context.Background(), euWest1(t), tenantCreds("a"))
+	shared.Exchange(context.Background(), region(t, "eu-central-1"), tenantCreds("b"))
 	if _, err := shared.Exchange(context.Background(), region(t, "eu-central-1"), loginCreds()); !errors.Is(err, ErrCircuitOpen) {
 		t.Errorf("override host: %v; want the shared breaker open", err)
 	}
@@ -285,8 +307,8 @@ func TestBreakerHalfOpensThenReopensOrCloses(t *testing.T) {
 		return err
 	}
 	l.Script(loginID, s503(), s503())
-	exchange()
-	exchange()
+	c.Exchange(context.Background(), euWest1(t), tenantCreds("a"))
+	c.Exchange(context.Background(), euWest1(t), tenantCreds("b"))
 	if err := exchange(); !errors.Is(err, ErrCircuitOpen) || l.TotalCalls() != 2 {
 		t.Fatalf("%v after %d calls; want the breaker open", err, l.TotalCalls())
 	}
@@ -531,7 +553,7 @@ func TestBreakerCountsOnlyHostFaults(t *testing.T) {
 
 // tenantBreaker returns the breaker of the Tenant Service client c for the
 // fake at base.
-func tenantBreaker(t *testing.T, c *TenantClient, base string) circuitbreaker.CircuitBreaker[*outcome] {
+func tenantBreaker(t *testing.T, c *TenantClient, base string) *hostBreaker {
 	t.Helper()
 	return c.retry.breakers.forHost(hostKey(mustURL(t, base)))
 }
@@ -628,14 +650,17 @@ func TestBreakerOpensAtTheMinimumSample(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			ts := newFakeTenantService(t)
-			ts.Script("acme", "genesys", repeat(s503(), tc.want)...)
+			for i := 1; i <= tc.want; i++ {
+				ts.Script(fmt.Sprintf("t%02d", i), "genesys", s503())
+			}
 			c := newTenantClient(t, ts.URL(), func(cfg *TenantClientConfig) {
 				cfg.MaxRetries = -1 // one attempt per call: calls count attempts
 				cfg.Breaker = tc.cfg
 			})
 			cb := tenantBreaker(t, c, ts.URL())
 			for i := 1; i <= tc.want; i++ {
-				_, err := c.GenesysCredentials(context.Background(), "acme")
+				// Each attempt another tenant's: enough tenants fail.
+				_, err := c.GenesysCredentials(context.Background(), fmt.Sprintf("t%02d", i))
 				if e := asError(t, err, CodeTenantServiceUnavailable); errors.Is(err, ErrCircuitOpen) || e.Attempts != 1 {
 					t.Fatalf("attempt %d: %v; want it to reach the host", i, err)
 				}
@@ -652,29 +677,30 @@ func TestBreakerOpensAtTheMinimumSample(t *testing.T) {
 }
 
 // TestBreakerOpensOnTenantServiceOutageWithRetries: the defaults with the
-// default retries, every lookup failing: three tenants' 3 attempts each,
-// then the fourth tenant's first attempt is the 10th and opens the breaker,
-// which ends that call without its retries; the fifth is refused.
+// default retries, every lookup failing: four tenants' 3 attempts each are
+// held back (4 tenants are not 5), then the fifth tenant's first attempt
+// makes 5 tenants and 13 failed attempts and opens the breaker, which ends
+// that call without its retries; the sixth is refused.
 func TestBreakerOpensOnTenantServiceOutageWithRetries(t *testing.T) {
 	t.Parallel()
 	ts := newFakeTenantService(t)
-	for i := range 5 {
+	for i := range 6 {
 		ts.Script(fmt.Sprintf("t%d", i), "genesys", s503(), s503(), s503())
 	}
 	c := newTenantClient(t, ts.URL())
 	cb := tenantBreaker(t, c, ts.URL())
-	for i, want := range []int{3, 3, 3, 1} {
+	for i, want := range []int{3, 3, 3, 3, 1} {
 		_, err := c.GenesysCredentials(context.Background(), fmt.Sprintf("t%d", i))
 		if e := asError(t, err, CodeTenantServiceUnavailable); errors.Is(err, ErrCircuitOpen) || e.Attempts != want {
 			t.Fatalf("tenant %d: %v, %d attempts; want %d attempts", i, err, e.Attempts, want)
 		}
 	}
-	if cb.State() != circuitbreaker.OpenState || ts.TotalCalls() != 10 {
-		t.Fatalf("breaker %s after %d attempts; want open after 10", cb.State(), ts.TotalCalls())
+	if cb.State() != circuitbreaker.OpenState || ts.TotalCalls() != 13 {
+		t.Fatalf("breaker %s after %d attempts; want open after 13", cb.State(), ts.TotalCalls())
 	}
-	_, err := c.GenesysCredentials(context.Background(), "t4")
-	if e := asError(t, err, CodeTenantServiceUnavailable); !errors.Is(err, ErrCircuitOpen) || e.Attempts != 0 || ts.TotalCalls() != 10 {
-		t.Errorf("tenant 4: %v after %d calls; want a refusal without an attempt", err, ts.TotalCalls())
+	_, err := c.GenesysCredentials(context.Background(), "t5")
+	if e := asError(t, err, CodeTenantServiceUnavailable); !errors.Is(err, ErrCircuitOpen) || e.Attempts != 0 || ts.TotalCalls() != 13 {
+		t.Errorf("tenant 5: %v after %d calls; want a refusal without an attempt", err, ts.TotalCalls())
 	}
 }
 
@@ -686,16 +712,20 @@ func TestBreakerForgetsFailuresOutsideTheWindow(t *testing.T) {
 	t.Parallel()
 	const window = time.Second
 	ts := newFakeTenantService(t)
-	ts.Script("acme", "genesys", repeat(s503(), 19)...)
+	for i := range 19 {
+		ts.Script(fmt.Sprintf("t%02d", i), "genesys", s503())
+	}
 	c := newTenantClient(t, ts.URL(), func(cfg *TenantClientConfig) {
 		cfg.MaxRetries = -1
 		cfg.Breaker = BreakerConfig{Window: window}
 	})
 	cb := tenantBreaker(t, c, ts.URL())
+	next := 0 // every attempt another tenant's: enough tenants fail
 	burst := func(n int) time.Duration {
 		start := time.Now()
 		for range n {
-			if _, err := c.GenesysCredentials(context.Background(), "acme"); errors.Is(err, ErrCircuitOpen) {
+			next++
+			if _, err := c.GenesysCredentials(context.Background(), fmt.Sprintf("t%02d", next-1)); errors.Is(err, ErrCircuitOpen) {
 				t.Fatalf("refused after %d calls; want the breaker closed", ts.TotalCalls())
 			}
 		}

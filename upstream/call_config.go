@@ -32,7 +32,8 @@ type CallConfig struct {
 	MaxRetryAfter time.Duration
 	// Breaker configures the circuit breakers, one per upstream host. The
 	// zero value means the defaults (open when at least half of at least 10
-	// attempts within the last 10 s failed, for 10 s, then 2 probes).
+	// attempts within the last 10 s failed and the failures came from at
+	// least 5 tenants, for 10 s, then 2 probes).
 	Breaker BreakerConfig
 	// HTTPClient sends the requests; nil means a client over a clone of
 	// http.DefaultTransport, which honours HTTPS_PROXY, HTTP_PROXY and

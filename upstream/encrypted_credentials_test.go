@@ -118,8 +118,8 @@ func TestBreakerDoesNotCountCredentialsThatCannotBeOpened(t *testing.T) {
 		asError(t, err, CodeUpstreamInvalidResponse)
 	}
 	cb := tenantBreaker(t, c, ts.URL())
-	if cb.State() != circuitbreaker.ClosedState || cb.Metrics().Failures() != 0 {
-		t.Errorf("breaker %v with %d failures", cb.State(), cb.Metrics().Failures())
+	if cb.cb.State() != circuitbreaker.ClosedState || cb.cb.Metrics().Failures() != 0 {
+		t.Errorf("breaker %v with %d failures", cb.cb.State(), cb.cb.Metrics().Failures())
 	}
 	creds, err := c.GenesysCredentials(context.Background(), "good")
 	if err != nil {

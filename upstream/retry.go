@@ -144,9 +144,10 @@ func orDefault(d, def time.Duration) time.Duration {
 
 // run makes attempts to host until one succeeds, one fails for good, or the
 // retries are spent. host (see hostKey) selects the circuit breaker: each
-// attempt passes through it, inside the retry policy, so that it counts
-// every attempt and an open breaker ends the call at once. attempt must return a non-nil outcome whose body is already read
-// and closed and whose verdict is set; because every body is consumed inside
+// attempt asks it for a permit and has its outcome recorded, with tenant,
+// inside the retry policy, so that it counts every attempt and an open
+// breaker ends the call at once. attempt must return a non-nil outcome whose
+// body is already read and closed and whose verdict is set; because every body is consumed inside
 // its attempt, no retried response is ever left open (the failsafehttp trap).
 //
 // On success run returns the successful outcome; the caller parses its body
@@ -199,14 +200,17 @@ func (r *retrier) run(ctx context.Context, tenant, host string, attempt func(con
 		}).
 		Build()
 
-	policies := []failsafe.Policy[*outcome]{policy}
-	if cb != nil {
-		policies = append(policies, cb) // inside the retry: one count per attempt
-	}
-	final, err := failsafe.With(policies...).WithContext(ctx).
+	final, err := failsafe.With[*outcome](policy).WithContext(ctx).
 		GetWithExecution(func(exec failsafe.Execution[*outcome]) (*outcome, error) {
+			// The breaker is asked inside the retry: one permit and one
+			// count per attempt.
+			p, ok := cb.acquire()
+			if !ok {
+				return nil, circuitbreaker.ErrOpen
+			}
 			start := time.Now()
 			o := attempt(exec.Context())
+			cb.record(p, tenant, o)
 			r.tel.attempt(o, time.Since(start))
 			seen = append(seen, o)
 			o.attempt = len(seen)

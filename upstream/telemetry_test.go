@@ -63,7 +63,7 @@ func collectMetrics(t *testing.T, reader *sdkmetric.ManualReader) map[string]flo
 	key := func(name string, set attribute.Set) string {
 		var kv []string
 		for _, a := range set.ToSlice() {
-			kv = append(kv, string(a.Key)+"="+a.Value.Emit())
+			kv = append(kv, string(a.Key)+"="+a.Value.String())
 		}
 		sort.Strings(kv)
 		return name + "{" + strings.Join(kv, ",") + "}"
@@ -227,7 +227,7 @@ func TestAttemptOutcome(t *testing.T) {
 func attrOf(attrs []attribute.KeyValue, key string) string {
 	for _, a := range attrs {
 		if string(a.Key) == key {
-			return a.Value.Emit()
+			return a.Value.String()
 		}
 	}
 	return ""

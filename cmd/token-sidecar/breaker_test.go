@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -44,6 +45,7 @@ func TestLoginOutageOpensTheBreaker(t *testing.T) {
 			t.Fatalf("tenant %d: Retry-After %q", i, last.Header.Get("Retry-After"))
 		}
 	}
+	t.Logf("figure: %d login calls for %d tenants against a dead login; the last answer took %v", f.login.TotalCalls(), tenants, took)
 	if n := f.login.TotalCalls(); n > 45 {
 		t.Errorf("%d login attempts for %d tenants, want at most 45", n, tenants)
 	}
@@ -72,6 +74,60 @@ func TestLoginOutageOpensTheBreaker(t *testing.T) {
 		if strings.HasPrefix(line, "token_sidecar_upstream_circuit_state{") && strings.Contains(line, `upstream="genesys_login"`) &&
 			!strings.HasSuffix(line, " 2") {
 			t.Errorf("login breaker state %q, want 2 (open)", line)
+		}
+	}
+}
+
+// TestFewFailingTenantsDoNotOpenTheBreaker is issue 10 item 11 through
+// run(): four requests for tenants whose Tenant Service answer is 500 (12
+// attempts within about 2 s) opened the Tenant Service breaker, and every
+// cold tenant then got 503. Four tenants are fewer than
+// -breaker-failure-threshold (5): the breaker stays closed, a cold tenant
+// and a forced refresh are served, and /metrics says closed.
+func TestFewFailingTenantsDoNotOpenTheBreaker(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for retry backoff")
+	}
+	f := newFakes(t)
+	f.addTenant("warm")
+	f.addTenant("cold")
+	serverError := upstreamtest.Step{Status: http.StatusInternalServerError, Body: []byte(`{"error":"boom"}`)}
+	for i := range 4 {
+		f.ts.Script(fmt.Sprintf("broken-%d", i), "genesys", serverError, serverError, serverError)
+	}
+	s := startSidecar(t, f.env()) // default breaker and retry settings
+	if a := s.token(t, "warm"); a.Status != http.StatusOK {
+		t.Fatalf("warm: %d %s", a.Status, a.Code)
+	}
+
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Go(func() {
+			if a := s.token(t, fmt.Sprintf("broken-%d", i)); a.Status != http.StatusServiceUnavailable || a.Code != "TENANT_SERVICE_UNAVAILABLE" {
+				t.Errorf("broken-%d: %d %s; want 503 TENANT_SERVICE_UNAVAILABLE", i, a.Status, a.Code)
+			}
+		})
+	}
+	wg.Wait()
+	for i := range 4 {
+		if n := f.ts.Calls(fmt.Sprintf("broken-%d", i), "genesys"); n != 3 {
+			t.Errorf("broken-%d: %d Tenant Service attempts, want 3", i, n)
+		}
+	}
+
+	if a := s.token(t, "cold"); a.Status != http.StatusOK {
+		t.Errorf("cold tenant after 4 failing ones: %d %s; want 200 (breaker closed)", a.Status, a.Code)
+	}
+	if a := do(t, http.MethodPost, s.tokenURL+"/token/refresh?tenant=warm", nil); a.Status != http.StatusOK {
+		t.Errorf("forced refresh of a healthy tenant: %d %s; want 200", a.Status, a.Code)
+	}
+	if strings.Contains(s.stderr.String(), "circuit breaker opened") {
+		t.Errorf("a breaker opened:\n%s", s.stderr.String())
+	}
+	for _, line := range strings.Split(scrape(t, s.adminURL+"/metrics"), "\n") {
+		if strings.HasPrefix(line, "token_sidecar_upstream_circuit_state{") && strings.Contains(line, `upstream="tenant_service"`) &&
+			!strings.HasSuffix(line, " 0") {
+			t.Errorf("Tenant Service breaker state %q, want 0 (closed)", line)
 		}
 	}
 }

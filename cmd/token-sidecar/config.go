@@ -90,7 +90,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&cfg.GenesysAPIURL, "genesys-api-url", "", "API base URL used for every region instead of https://api.{domain}")
 	fs.DurationVar(&cfg.OAuthTimeout, "oauth-timeout", 10*time.Second, "timeout of one Genesys token exchange attempt")
 	fs.IntVar(&cfg.OAuthMaxRetries, "oauth-max-retries", 2, "retries of a failed Genesys token exchange (0 = none)")
-	fs.IntVar(&cfg.BreakerFailureThreshold, "breaker-failure-threshold", 5, "fewest host failures (5xx, timeouts, network errors) that open an upstream host's circuit breaker: it opens only once -breaker-window holds threshold / -breaker-failure-rate attempts, rounded up (0 = no breakers)")
+	fs.IntVar(&cfg.BreakerFailureThreshold, "breaker-failure-threshold", 5, "fewest host failures (5xx, timeouts, network errors), and fewest distinct tenants they come from, that open an upstream host's circuit breaker: it opens only once -breaker-window holds failures of that many tenants and threshold / -breaker-failure-rate attempts, rounded up (0 = no breakers)")
 	fs.Float64Var(&cfg.BreakerFailureRate, "breaker-failure-rate", 0.5, "share of an upstream host's attempts within -breaker-window that must fail to open its circuit breaker, in (0, 1]")
 	fs.DurationVar(&cfg.BreakerWindow, "breaker-window", 10*time.Second, "rolling period over which a circuit breaker counts its host's attempts and failures")
 	fs.DurationVar(&cfg.BreakerOpenDuration, "breaker-open-duration", 10*time.Second, "how long an open circuit breaker answers 503 at once before it probes the host again")

@@ -43,6 +43,8 @@ type runOptions struct {
 	telemetry telemetryOptions
 	// inspectTelemetry sees the telemetry setup once it is built.
 	inspectTelemetry func(*telemetry)
+	// memoryLimit replaces where the soft memory limit is read and set.
+	memoryLimit memoryLimitHooks
 }
 
 // telemetryShutdownTimeout bounds the last export of spans and metrics at
@@ -74,6 +76,8 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	}()
 	// net/http's transport logs through package log; so may any library.
 	defer routeStdlibLog(logger)()
+
+	memLimit := applyMemoryLimit(getenv, o.memoryLimit, logger)
 
 	tel, err := newTelemetry(ctx, getenv, logger, o.telemetry)
 	if err != nil {
@@ -195,7 +199,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	isReady.Store(true)
 	logger.Info("token-sidecar started", "version", buildVersion(),
 		"token_addr", tokenLn.Addr().String(), "admin_addr", adminLn.Addr().String(), "demo", cfg.Demo,
-		"telemetry_exporters", tel.exporters)
+		"telemetry_exporters", tel.exporters, "memory_limit", memLimit)
 	if cfg.Demo {
 		printDemoHelp(stdout, tokenLn.Addr().String(), cfg.RequireRequestHeader, cfg.CredentialKeysFile == "")
 	}

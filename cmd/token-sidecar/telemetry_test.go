@@ -88,7 +88,7 @@ func (r *recorders) metrics(t *testing.T, keep ...attribute.Key) map[string]floa
 		var kv []string
 		for _, a := range set.ToSlice() {
 			if kept[a.Key] {
-				kv = append(kv, string(a.Key)+"="+a.Value.Emit())
+				kv = append(kv, string(a.Key)+"="+a.Value.String())
 			}
 		}
 		sort.Strings(kv)
@@ -435,7 +435,7 @@ func TestResource(t *testing.T) {
 		}
 		attrs := map[string]string{}
 		for _, a := range res.Attributes() {
-			attrs[string(a.Key)] = a.Value.Emit()
+			attrs[string(a.Key)] = a.Value.String()
 		}
 		if attrs["service.name"] != tc.name || attrs["service.version"] == "" {
 			t.Errorf("%v: service.name %q version %q; want %q", tc.env, attrs["service.name"], attrs["service.version"], tc.name)

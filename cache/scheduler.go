@@ -1,0 +1,259 @@
+package cache
+
+import (
+	"container/heap"
+	"context"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sync/singleflight"
+)
+
+// scheduler wakes states up at given instants of the cache's clock: at a
+// token's refresh point (the timer's refresh ahead), at the next try after
+// a failed one, at its margin (to drop it), at the end of a forced-refresh
+// interval (to release the state). One goroutine and one timer serve every
+// state; a wake-up only computes what is due, so a stale one is harmless.
+//
+// Lock order: a state's mu, then the scheduler's mu.
+type scheduler struct {
+	now       func() time.Time
+	afterFunc func(time.Duration, func()) func() bool
+	tick      func(s *state, at time.Time)
+
+	mu       sync.Mutex
+	wakes    wakeHeap
+	armedAt  time.Time
+	disarm   func() bool // stops the armed timer; nil when none
+	signal   chan struct{}
+	stop     chan struct{}
+	done     chan struct{}
+	stopOnce sync.Once
+}
+
+func newScheduler(now func() time.Time, afterFunc func(time.Duration, func()) func() bool, tick func(*state, time.Time)) *scheduler {
+	sc := &scheduler{now: now, afterFunc: afterFunc, tick: tick,
+		signal: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	go sc.run()
+	return sc
+}
+
+// at asks for s to be woken at t, unless an earlier wake-up is pending
+// (which will ask again). Called with s.mu held.
+func (sc *scheduler) at(s *state, t time.Time) {
+	if !s.wakeAt.IsZero() && !t.Before(s.wakeAt) {
+		return
+	}
+	s.wakeAt = t
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	heap.Push(&sc.wakes, wake{at: t, s: s})
+	sc.arm()
+}
+
+// arm sets the timer for the earliest wake-up. Called with sc.mu held.
+func (sc *scheduler) arm() {
+	if len(sc.wakes) == 0 {
+		return
+	}
+	next := sc.wakes[0].at
+	if sc.disarm != nil && !next.Before(sc.armedAt) {
+		return
+	}
+	if sc.disarm != nil {
+		sc.disarm()
+	}
+	sc.armedAt = next
+	sc.disarm = sc.afterFunc(max(next.Sub(sc.now()), 0), sc.poke)
+}
+
+func (sc *scheduler) poke() {
+	select {
+	case sc.signal <- struct{}{}:
+	default:
+	}
+}
+
+func (sc *scheduler) run() {
+	defer close(sc.done)
+	for {
+		select {
+		case <-sc.stop:
+			return
+		case <-sc.signal:
+		}
+		now := sc.now()
+		sc.mu.Lock()
+		sc.disarm = nil // it fired
+		var due []wake
+		for len(sc.wakes) > 0 && !sc.wakes[0].at.After(now) {
+			due = append(due, heap.Pop(&sc.wakes).(wake))
+		}
+		sc.arm()
+		sc.mu.Unlock()
+		for _, w := range due {
+			sc.tick(w.s, w.at)
+		}
+	}
+}
+
+// close stops the scheduler and waits for its goroutine.
+func (sc *scheduler) close() {
+	sc.stopOnce.Do(func() {
+		close(sc.stop)
+		<-sc.done
+		sc.mu.Lock()
+		if sc.disarm != nil {
+			sc.disarm()
+			sc.disarm = nil
+		}
+		sc.wakes = nil
+		sc.mu.Unlock()
+	})
+}
+
+// wake is one pending wake-up.
+type wake struct {
+	at time.Time
+	s  *state
+}
+
+// wakeHeap is a min-heap of wake-ups by time (container/heap).
+type wakeHeap []wake
+
+func (h wakeHeap) Len() int           { return len(h) }
+func (h wakeHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h wakeHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *wakeHeap) Push(x any)        { *h = append(*h, x.(wake)) }
+func (h *wakeHeap) Pop() any {
+	old := *h
+	w := old[len(old)-1]
+	old[len(old)-1] = wake{}
+	*h = old[:len(old)-1]
+	return w
+}
+
+// tick is the scheduler's wake-up of s at the instant at: the timer's
+// refresh ahead of a token in use, the drop of a token past its margin, and
+// the next wake-up.
+func (c *Cache) tick(s *state, at time.Time) {
+	s.mu.Lock()
+	if s.dead || !s.wakeAt.Equal(at) {
+		s.mu.Unlock()
+		return // superseded by an earlier wake-up, which asked again
+	}
+	s.wakeAt = time.Time{}
+	now := c.cfg.Now()
+	var next time.Time
+	earliest := func(t time.Time) {
+		if next.IsZero() || t.Before(next) {
+			next = t
+		}
+	}
+	if v := s.view.Load(); v.err == nil && !v.usableUntil.IsZero() {
+		if !now.Before(v.usableUntil) {
+			c.unindexToken(s)
+			s.publish(&view{gen: v.gen})
+		} else {
+			// Only a token handed to a caller since it was fetched is
+			// renewed: one nobody asked for is left to expire.
+			if !s.refreshing && s.servedGen.Load() >= v.gen {
+				due := v.refreshAt
+				if s.nextTry.After(due) {
+					due = s.nextTry
+				}
+				if now.Before(due) {
+					earliest(due)
+				} else {
+					c.startAhead(s, v, now, triggerTimer)
+				}
+			}
+			earliest(v.usableUntil)
+		}
+	}
+	if c.forcedWindowOpen(s, now) {
+		earliest(s.forcedAt.Add(c.cfg.MinRefreshInterval))
+	}
+	if !next.IsZero() {
+		c.sched.at(s, next)
+	}
+	s.mu.Unlock()
+	c.release(s)
+}
+
+// requestAhead starts a refresh ahead for a request that was served v past
+// its refresh point. The refresh belongs to no request: its span starts a
+// new trace, linked to the request's.
+func (c *Cache) requestAhead(ctx context.Context, s *state, v *view, now time.Time) {
+	link := trace.LinkFromContext(ctx)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c.startAhead(s, v, now, triggerRefreshAhead, link)
+}
+
+// startAhead starts one background refresh of v, s's current token, unless
+// one runs, the last one failed too recently, or the cache is closing. It
+// shares s's normal flight (a miss may join it) and the fetch slots.
+// Called with s.mu held.
+func (c *Cache) startAhead(s *state, v *view, now time.Time, trigger string, links ...trace.Link) {
+	if s.dead || s.refreshing || s.gen != v.gen || !v.usable(now) || now.Before(s.nextTry) || c.bg.Err() != nil {
+		return
+	}
+	s.refreshing = true
+	s.noAheadUntil.Store(noAhead)
+	if trigger == triggerTimer {
+		c.obs.RefreshTimer(s.key)
+	} else {
+		c.obs.RefreshAhead(s.key)
+	}
+	var ch <-chan singleflight.Result
+	if s.normalRunning {
+		ch = c.joinFlight(s, flightNormal)
+	} else {
+		req := FetchRequest{Key: s.key, Reason: ReasonAhead, Current: v.tok}
+		ch = c.startFlight(s, flightNormal, req, c.bg, trigger, links...)
+	}
+	c.bgWG.Add(1)
+	gen := v.gen
+	go func() {
+		defer c.bgWG.Done()
+		r := <-ch
+		f, _ := r.Val.(flight)
+		failed := f.failed
+		if failed == nil {
+			failed = r.Err
+		}
+		c.aheadDone(s, gen, failed)
+	}()
+}
+
+// aheadDone ends the refresh ahead of generation gen's token. After a
+// failure the token stays served until its margin and the refresh is tried
+// again after retryDelay, by the scheduler, so that an upstream that
+// recovers is used before any request fails.
+func (c *Cache) aheadDone(s *state, gen uint64, failed error) {
+	s.mu.Lock()
+	s.refreshing = false
+	now := c.cfg.Now()
+	v := s.view.Load()
+	switch {
+	case s.dead || v.gen != gen || !v.usable(now):
+		// Replaced, dropped or past its margin: nothing to retry.
+	case failed == nil:
+		s.noAheadUntil.Store(0)
+	default:
+		if d, ok := retryDelay(now, v.usableUntil, c.cfg.RefreshRetryDelay); ok {
+			s.nextTry = now.Add(d)
+			c.sched.at(s, s.nextTry)
+		} else {
+			s.nextTry = v.usableUntil
+		}
+		s.noAheadUntil.Store(s.nextTry.UnixNano())
+		c.cfg.Logger.Warn("token refresh ahead of expiry failed; serving the current token until its safety margin",
+			"provider", s.key.Provider, "tenant", s.key.Tenant,
+			"usable_until", v.usableUntil, "next_try", s.nextTry, "error", failed.Error())
+	}
+	s.mu.Unlock()
+	c.release(s)
+}

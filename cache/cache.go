@@ -367,8 +367,11 @@ func (c *Cache) miss(ctx context.Context, key Key, serve bool) (Token, error) {
 	now := c.cfg.Now()
 	v := s.view.Load()
 	switch {
-	case v.usable(now):
+	case c.servable(s, v, now):
+		// A flight that ended since the caller looked stored it: the caller
+		// got what another caller's fetch brought.
 		s.mu.Unlock()
+		c.obs.Collapsed(key)
 		if serve {
 			s.markServed(v.gen)
 		}

@@ -14,10 +14,38 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// clock is a settable fake clock.
+// clock is a settable fake clock with timers: AfterFunc's functions run
+// when Advance passes their time.
 type clock struct {
-	mu  sync.Mutex
-	now time.Time
+	mu     sync.Mutex
+	now    time.Time
+	timers []*fakeTimer
+}
+
+type fakeTimer struct {
+	at            time.Time
+	f             func()
+	stopped, done bool
+}
+
+// AfterFunc is Config.AfterFunc on the fake clock.
+func (c *clock) AfterFunc(d time.Duration, f func()) func() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := &fakeTimer{at: c.now.Add(d), f: f}
+	if d <= 0 {
+		t.done = true
+		go f()
+	} else {
+		c.timers = append(c.timers, t)
+	}
+	return func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		was := !t.stopped && !t.done
+		t.stopped = true
+		return was
+	}
 }
 
 func newClock() *clock { return &clock{now: time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC)} }
@@ -30,8 +58,24 @@ func (c *clock) Now() time.Time {
 
 func (c *clock) Advance(d time.Duration) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.now = c.now.Add(d)
+	var due []func()
+	kept := c.timers[:0]
+	for _, t := range c.timers {
+		switch {
+		case t.stopped || t.done:
+		case !t.at.After(c.now):
+			t.done = true
+			due = append(due, t.f)
+		default:
+			kept = append(kept, t)
+		}
+	}
+	c.timers = kept
+	c.mu.Unlock()
+	for _, f := range due {
+		f()
+	}
 }
 
 // source is a fake Source that mints numbered tokens of a fixed lifetime, or

@@ -29,7 +29,7 @@ func (c *Cache) Refresh(ctx context.Context, key Key, refused string) (Token, er
 	if refused == "" && v.err == nil && !v.usableUntil.IsZero() {
 		refused = v.tok.AccessToken
 	}
-	if v.usable(now) && v.tok.AccessToken != refused {
+	if c.servable(s, v, now) && v.tok.AccessToken != refused {
 		s.mu.Unlock()
 		s.markServed(v.gen)
 		c.obs.Hit(key, v.usableUntil.Sub(now), !now.Before(v.refreshAt))

@@ -115,6 +115,22 @@ func (v *view) usable(now time.Time) bool {
 	return v.err == nil && now.Before(v.usableUntil)
 }
 
+// servable reports whether v, s's view, holds a token that may be served at
+// now. A token the index has just evicted, whose eviction callback has not
+// run yet, is not: it is dropped here as the callback would. Called with
+// s.mu held, off the hit path.
+func (c *Cache) servable(s *state, v *view, now time.Time) bool {
+	if !v.usable(now) {
+		return false
+	}
+	if s.tokItem == nil || !c.tokens.Has(s.key) {
+		s.tokItem = nil
+		s.publish(&view{gen: v.gen})
+		return false
+	}
+	return true
+}
+
 // forcedWindowOpen reports whether a forced exchange of s started less than
 // the minimum refresh interval ago. Called with mu held.
 func (c *Cache) forcedWindowOpen(s *state, now time.Time) bool {

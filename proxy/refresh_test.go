@@ -29,7 +29,9 @@ func TestRefreshPassesTheRefusedToken(t *testing.T) {
 		t.Run(tc.authorization, func(t *testing.T) {
 			fc := &fakeCache{}
 			logs := &logBuffer{}
-			h := newTestHandler(t, fc, func(c *Config) { c.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})) })
+			h := newTestHandler(t, fc, func(c *Config) {
+				c.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			})
 			r := tokenRequest(http.MethodPost, "/token/refresh?tenant=acme")
 			if tc.authorization != "" {
 				r.Header.Set("Authorization", tc.authorization)

@@ -162,7 +162,8 @@ type Cache struct {
 	group singleflight.Group
 	sched *scheduler
 
-	// bg is the context of background refreshes; cancelled by Close.
+	// bg is the cancellation of every fetch (see detach); cancelled by
+	// Close.
 	bg     context.Context
 	stopBG context.CancelFunc
 	bgWG   sync.WaitGroup
@@ -296,8 +297,9 @@ func New(cfg Config) (*Cache, error) {
 	return c, nil
 }
 
-// Close stops the timer, cancels the background refreshes and waits for
-// them, and stops the janitors. The cache must not be used afterwards.
+// Close stops the timer, cancels every fetch still running (their callers
+// get an error), waits for the background refreshes, and stops the
+// janitors. The cache must not be used afterwards.
 func (c *Cache) Close() {
 	c.closeOnce.Do(func() {
 		if c.entries != nil {
@@ -387,7 +389,7 @@ func (c *Cache) miss(ctx context.Context, key Key, serve bool) (Token, error) {
 		if v.err == nil {
 			req.Current = v.tok
 		}
-		ch = c.startFlight(s, flightNormal, req, context.WithoutCancel(ctx), triggerMiss)
+		ch = c.startFlight(s, flightNormal, req, c.detach(ctx), triggerMiss)
 	} else {
 		ch = c.joinFlight(s, flightNormal)
 	}

@@ -32,6 +32,22 @@ type flight struct {
 	failed error
 }
 
+// flightContext is the context of a fetch that a request leads: the
+// leader's values (its trace: the fetch's span is a child of the request's),
+// but the cache's cancellation, not the leader's — callers giving up must not
+// cancel the fetch for everyone else, and Close must.
+type flightContext struct {
+	context.Context                 // the cache's background context
+	values          context.Context // the leader's
+}
+
+func (f flightContext) Value(key any) any { return f.values.Value(key) }
+
+// detach is the context of a fetch that the request ctx leads.
+func (c *Cache) detach(ctx context.Context) context.Context {
+	return flightContext{Context: c.bg, values: ctx}
+}
+
 // flightName names a flight in the singleflight group: its kind, its key
 // and its sequence number, so that no caller joins a flight that has already
 // applied its outcome.
@@ -47,8 +63,7 @@ func flightName(s *state, kind flightKind, seq uint64) string {
 // s.mu held; the flight takes s.mu only to apply its outcome, so a caller
 // that sees it running under s.mu can still join it.
 //
-// parent is the fetch's context: detached from any caller (callers giving up
-// must not cancel it) but carrying the leader's trace.
+// parent is the fetch's context: c.bg, or detach of the leader's.
 func (c *Cache) startFlight(s *state, kind flightKind, req FetchRequest, parent context.Context, trigger string, links ...trace.Link) <-chan singleflight.Result {
 	var seq uint64
 	if kind == flightForced {

@@ -68,7 +68,7 @@ func (c *Cache) Refresh(ctx context.Context, key Key, refused string) (Token, er
 	if v.err == nil {
 		req.Current = v.tok
 	}
-	ch := c.startFlight(s, flightForced, req, context.WithoutCancel(ctx), triggerForced)
+	ch := c.startFlight(s, flightForced, req, c.detach(ctx), triggerForced)
 	if c.cfg.MinRefreshInterval > 0 {
 		c.sched.at(s, now.Add(c.cfg.MinRefreshInterval)) // to release the state after the interval
 	}

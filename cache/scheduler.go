@@ -26,6 +26,7 @@ type scheduler struct {
 	wakes    wakeHeap
 	armedAt  time.Time
 	disarm   func() bool // stops the armed timer; nil when none
+	closed   bool        // by close: no more wake-ups
 	signal   chan struct{}
 	stop     chan struct{}
 	done     chan struct{}
@@ -48,6 +49,9 @@ func (sc *scheduler) at(s *state, t time.Time) {
 	s.wakeAt = t
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
+	if sc.closed {
+		return
+	}
 	heap.Push(&sc.wakes, wake{at: t, s: s})
 	sc.arm()
 }
@@ -104,6 +108,7 @@ func (sc *scheduler) close() {
 		close(sc.stop)
 		<-sc.done
 		sc.mu.Lock()
+		sc.closed = true
 		if sc.disarm != nil {
 			sc.disarm()
 			sc.disarm = nil

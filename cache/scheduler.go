@@ -27,6 +27,7 @@ type scheduler struct {
 	armedAt  time.Time
 	disarm   func() bool // stops the armed timer; nil when none
 	closed   bool        // by close: no more wake-ups
+	ticking  bool        // run is handling wake-ups it popped
 	signal   chan struct{}
 	stop     chan struct{}
 	done     chan struct{}
@@ -95,11 +96,25 @@ func (sc *scheduler) run() {
 			due = append(due, heap.Pop(&sc.wakes).(wake))
 		}
 		sc.arm()
+		sc.ticking = len(due) > 0
 		sc.mu.Unlock()
 		for _, w := range due {
 			sc.tick(w.s, w.at)
 		}
+		if len(due) > 0 {
+			sc.mu.Lock()
+			sc.ticking = false
+			sc.mu.Unlock()
+		}
 	}
+}
+
+// settled reports whether every wake-up due at now has been handled: none
+// is pending, none is being handled, and no timer signal waits.
+func (sc *scheduler) settled(now time.Time) bool {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	return !sc.ticking && len(sc.signal) == 0 && (len(sc.wakes) == 0 || sc.wakes[0].at.After(now))
 }
 
 // close stops the scheduler and waits for its goroutine.

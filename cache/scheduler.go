@@ -15,6 +15,8 @@ import (
 // a failed one, at its margin (to drop it), at the end of a forced-refresh
 // interval (to release the state). One goroutine and one timer serve every
 // state; a wake-up only computes what is due, so a stale one is harmless.
+// Each state has at most one pending wake-up, removed when the state is
+// released, so the heap holds no more than the live states.
 //
 // Lock order: a state's mu, then the scheduler's mu.
 type scheduler struct {
@@ -53,8 +55,24 @@ func (sc *scheduler) at(s *state, t time.Time) {
 	if sc.closed {
 		return
 	}
-	heap.Push(&sc.wakes, wake{at: t, s: s})
+	s.heapAt = t
+	if s.heapIdx >= 0 {
+		heap.Fix(&sc.wakes, s.heapIdx)
+	} else {
+		heap.Push(&sc.wakes, s)
+	}
 	sc.arm()
+}
+
+// forget drops s's pending wake-up, for a state that is released. Called
+// with s.mu held.
+func (sc *scheduler) forget(s *state) {
+	s.wakeAt = time.Time{}
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if s.heapIdx >= 0 {
+		heap.Remove(&sc.wakes, s.heapIdx)
+	}
 }
 
 // arm sets the timer for the earliest wake-up. Called with sc.mu held.
@@ -62,7 +80,7 @@ func (sc *scheduler) arm() {
 	if len(sc.wakes) == 0 {
 		return
 	}
-	next := sc.wakes[0].at
+	next := sc.wakes[0].heapAt
 	if sc.disarm != nil && !next.Before(sc.armedAt) {
 		return
 	}
@@ -92,8 +110,9 @@ func (sc *scheduler) run() {
 		sc.mu.Lock()
 		sc.disarm = nil // it fired
 		var due []wake
-		for len(sc.wakes) > 0 && !sc.wakes[0].at.After(now) {
-			due = append(due, heap.Pop(&sc.wakes).(wake))
+		for len(sc.wakes) > 0 && !sc.wakes[0].heapAt.After(now) {
+			s := heap.Pop(&sc.wakes).(*state)
+			due = append(due, wake{at: s.heapAt, s: s})
 		}
 		sc.arm()
 		sc.ticking = len(due) > 0
@@ -114,7 +133,7 @@ func (sc *scheduler) run() {
 func (sc *scheduler) settled(now time.Time) bool {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
-	return !sc.ticking && len(sc.signal) == 0 && (len(sc.wakes) == 0 || sc.wakes[0].at.After(now))
+	return !sc.ticking && len(sc.signal) == 0 && (len(sc.wakes) == 0 || sc.wakes[0].heapAt.After(now))
 }
 
 // close stops the scheduler and waits for its goroutine.
@@ -128,30 +147,43 @@ func (sc *scheduler) close() {
 			sc.disarm()
 			sc.disarm = nil
 		}
+		for _, s := range sc.wakes {
+			s.heapIdx = -1
+		}
 		sc.wakes = nil
 		sc.mu.Unlock()
 	})
 }
 
-// wake is one pending wake-up.
+// wake is one wake-up taken off the heap.
 type wake struct {
 	at time.Time
 	s  *state
 }
 
-// wakeHeap is a min-heap of wake-ups by time (container/heap).
-type wakeHeap []wake
+// wakeHeap is a min-heap of states by their pending wake-up, heapAt
+// (container/heap); each state's heapIdx is its index, -1 when not in it.
+// Guarded by the scheduler's mu, as are heapAt and heapIdx.
+type wakeHeap []*state
 
 func (h wakeHeap) Len() int           { return len(h) }
-func (h wakeHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
-func (h wakeHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *wakeHeap) Push(x any)        { *h = append(*h, x.(wake)) }
+func (h wakeHeap) Less(i, j int) bool { return h[i].heapAt.Before(h[j].heapAt) }
+func (h wakeHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].heapIdx, h[j].heapIdx = i, j
+}
+func (h *wakeHeap) Push(x any) {
+	s := x.(*state)
+	s.heapIdx = len(*h)
+	*h = append(*h, s)
+}
 func (h *wakeHeap) Pop() any {
 	old := *h
-	w := old[len(old)-1]
-	old[len(old)-1] = wake{}
+	s := old[len(old)-1]
+	old[len(old)-1] = nil
 	*h = old[:len(old)-1]
-	return w
+	s.heapIdx = -1
+	return s
 }
 
 // tick is the scheduler's wake-up of s at the instant at: the timer's

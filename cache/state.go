@@ -88,6 +88,11 @@ type state struct {
 	// wakeAt is the earliest pending wake-up of the scheduler for this
 	// state; zero when none is pending.
 	wakeAt time.Time
+
+	// heapAt and heapIdx are the state's place in the scheduler's heap,
+	// guarded by the scheduler's mu; heapIdx is -1 when it has none.
+	heapAt  time.Time
+	heapIdx int
 }
 
 // publish replaces the served view. Called with mu held.
@@ -151,7 +156,7 @@ func (c *Cache) stateFor(key Key) *state {
 	defer c.mu.Unlock()
 	s := c.states[key]
 	if s == nil {
-		s = &state{key: key}
+		s = &state{key: key, heapIdx: -1}
 		s.view.Store(emptyView)
 		c.states[key] = s
 	}
@@ -179,6 +184,7 @@ func (c *Cache) release(s *state) {
 	defer s.mu.Unlock()
 	if !s.dead && c.idle(s, c.cfg.Now()) {
 		s.dead = true
+		c.sched.forget(s)
 		if c.states[s.key] == s {
 			delete(c.states, s.key)
 		}

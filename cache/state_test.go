@@ -447,3 +447,22 @@ func TestCloseStopsBackgroundRefreshes(t *testing.T) {
 		t.Fatalf("source called %d times after Close, want 2", n)
 	}
 }
+
+// Evicted tokens leave nothing behind: their state records are released and
+// their pending wake-ups removed, so a flood of distinct tenants costs at
+// most the cache's bounds.
+func TestEvictedTokensLeaveNoStateOrWakeUp(t *testing.T) {
+	c, _, _, _ := newScriptedCache(t, time.Hour, nil, func(cfg *Config) { cfg.Capacity = 10 })
+	for i := range 200 {
+		mustGet(t, c, Key{"genesys", fmt.Sprint("t", i)})
+	}
+	waitFor(t, "the evicted states to be released", func() bool {
+		c.mu.Lock()
+		states := len(c.states)
+		c.mu.Unlock()
+		c.sched.mu.Lock()
+		wakes := len(c.sched.wakes)
+		c.sched.mu.Unlock()
+		return states <= 10 && wakes <= 10
+	})
+}

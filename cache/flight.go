@@ -220,7 +220,7 @@ func (c *Cache) apply(s *state, kind flightKind, seq, from uint64, reason Reason
 	if kind == flightForced {
 		s.forcedRunning = false
 		if s.forcedSeq == seq {
-			s.forcedDone, s.forcedTok, s.forcedErr = true, tok, err
+			s.forced.done, s.forced.tok, s.forced.err = true, tok, err
 		}
 	} else {
 		s.normalRunning = false

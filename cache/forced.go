@@ -46,9 +46,9 @@ func (c *Cache) Refresh(ctx context.Context, key Key, refused string) (Token, er
 		return c.served(s, tok, err)
 	}
 	if c.forcedWindowOpen(s, now) {
-		if s.forcedDone {
-			until := s.forcedAt.Add(c.cfg.MinRefreshInterval)
-			tok, err := s.forcedTok, s.forcedErr
+		if s.forced.done {
+			until := s.forced.at.Add(c.cfg.MinRefreshInterval)
+			tok, err := s.forced.tok, s.forced.err
 			s.mu.Unlock()
 			c.obs.ForcedRefreshLimited(key)
 			tagRequest(ctx, resultRefreshLimited)
@@ -62,8 +62,7 @@ func (c *Cache) Refresh(ctx context.Context, key Key, refused string) (Token, er
 			return c.served(s, tok, nil)
 		}
 	}
-	s.forcedAt = now
-	s.forcedDone, s.forcedTok, s.forcedErr = false, Token{}, nil
+	s.forced = &forcedExchange{at: now}
 	req := FetchRequest{Key: key, Reason: ReasonForced, Refused: refused}
 	if v.err == nil {
 		req.Current = v.tok

@@ -225,7 +225,7 @@ func (c *Cache) tick(s *state, at time.Time) {
 		}
 	}
 	if c.forcedWindowOpen(s, now) {
-		earliest(s.forcedAt.Add(c.cfg.MinRefreshInterval))
+		earliest(s.forced.at.Add(c.cfg.MinRefreshInterval))
 	}
 	if !next.IsZero() {
 		c.sched.at(s, next)

@@ -39,7 +39,7 @@ var emptyView = &view{}
 //     negative entry, a dropped token) and only then: a fetch applies its
 //     outcome only if gen is still the one it started from, so a slower or
 //     failed fetch never undoes a later one;
-//   - forcedAt and the forced result belong to the state, not to the view,
+//   - the last forced exchange belongs to the state, not to the view,
 //     so no write, negative entry or eviction resets the forced-refresh limit
 //     while the state lives, and the state lives until the interval is over.
 type state struct {
@@ -77,13 +77,9 @@ type state struct {
 	// after a token is stored.
 	nextTry time.Time
 
-	// forcedAt is when the last forced exchange started; zero before the
-	// first. forcedDone, forcedTok and forcedErr are its answer once it
-	// ended: what a POST inside the interval gets.
-	forcedAt   time.Time
-	forcedDone bool
-	forcedTok  Token
-	forcedErr  error
+	// forced is the last forced exchange; nil before the first (most
+	// states never have one, so it is kept apart).
+	forced *forcedExchange
 
 	// wakeAt is the earliest pending wake-up of the scheduler for this
 	// state; zero when none is pending.
@@ -93,6 +89,15 @@ type state struct {
 	// guarded by the scheduler's mu; heapIdx is -1 when it has none.
 	heapAt  time.Time
 	heapIdx int
+}
+
+// forcedExchange is a state's last forced exchange: when it started and,
+// once it ended, its answer — what a POST inside the interval gets.
+type forcedExchange struct {
+	at   time.Time
+	done bool
+	tok  Token
+	err  error
 }
 
 // publish replaces the served view. Called with mu held.
@@ -140,7 +145,7 @@ func (c *Cache) servable(s *state, v *view, now time.Time) bool {
 // the minimum refresh interval ago. Called with mu held.
 func (c *Cache) forcedWindowOpen(s *state, now time.Time) bool {
 	iv := c.cfg.MinRefreshInterval
-	return iv > 0 && !s.forcedAt.IsZero() && now.Before(s.forcedAt.Add(iv))
+	return iv > 0 && s.forced != nil && now.Before(s.forced.at.Add(iv))
 }
 
 // idle reports whether s holds nothing worth keeping: no indexed token or

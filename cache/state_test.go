@@ -182,6 +182,9 @@ func TestConcurrentForcedRefreshesOfAFailingUpstreamMakeOneExchange(t *testing.T
 	for i := range errs {
 		wg.Go(func() {
 			<-start
+			// Arrivals spread over a few milliseconds, as over HTTP: most
+			// come after the first exchange has failed.
+			time.Sleep(time.Duration(i) * 500 * time.Microsecond)
 			_, errs[i] = c.Refresh(context.Background(), tenantA, t1.AccessToken)
 		})
 	}

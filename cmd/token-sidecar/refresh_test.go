@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -116,5 +117,33 @@ func TestTransientForcedRefreshFailureKeepsTheToken(t *testing.T) {
 	}
 	if n := f.login.Calls(id); n != 2 {
 		t.Fatalf("%d exchanges, want 2 (the GET was a hit)", n)
+	}
+}
+
+// The cache's own settings are checked at start, naming the setting.
+func TestCacheSettingsAreChecked(t *testing.T) {
+	for name, tc := range map[string]struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		"negative capacity":           {[]string{"-demo", "-negative-capacity", "0"}, nil, "-negative-capacity"},
+		"refresh retry interval":      {[]string{"-demo", "-refresh-retry-interval", "100ms"}, nil, "-refresh-retry-interval"},
+		"prefetch timeout":            {[]string{"-demo", "-prefetch-timeout", "0s"}, nil, "-prefetch-timeout"},
+		"prefetch provider":           {[]string{"-demo", "-prefetch-tenants", "acme,slack:acme"}, nil, "unknown provider"},
+		"prefetch tenant":             {[]string{"-demo", "-prefetch-tenants", "ok,../x"}, nil, "is not a valid tenant ID"},
+		"prefetch outside allow-list": {[]string{"-demo", "-allowed-tenants", "acme", "-prefetch-tenants", "globex"}, nil, "is not in -allowed-tenants"},
+		"prefetch from env":           {[]string{"-demo"}, map[string]string{"SIDECAR_PREFETCH_TENANTS": "whatsapp:"}, "is not a valid tenant ID"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var stderr syncBuffer
+			getenv := func(k string) string { return tc.env[k] }
+			if err := run(t.Context(), tc.args, getenv, io.Discard, &stderr); err == nil {
+				t.Fatal("run accepted the configuration")
+			}
+			if !strings.Contains(stderr.String(), tc.want) {
+				t.Fatalf("stderr does not say %q:\n%s", tc.want, stderr.String())
+			}
+		})
 	}
 }

@@ -153,10 +153,11 @@ type Cache struct {
 	mu     sync.Mutex
 	states map[Key]*state
 
-	// tokens and negatives index the states that hold a token, and a cached
-	// error, each with its own bound; the hit path reads tokens only.
-	tokens    *ttlcache.Cache[Key, *state]
-	negatives *ttlcache.Cache[Key, *state]
+	// tokens and negatives index the views of the states that hold a token,
+	// and a cached error, each with its own bound; the hit path reads tokens
+	// only, and the view it finds there, not the state.
+	tokens    *ttlcache.Cache[Key, *view]
+	negatives *ttlcache.Cache[Key, *view]
 	janitors  sync.WaitGroup
 
 	group singleflight.Group
@@ -259,13 +260,13 @@ func New(cfg Config) (*Cache, error) {
 		obs:    obs,
 		states: map[Key]*state{},
 		tokens: ttlcache.New(
-			ttlcache.WithCapacity[Key, *state](uint64(cfg.Capacity)),
+			ttlcache.WithCapacity[Key, *view](uint64(cfg.Capacity)),
 			// Tokens expire at a fixed instant: a hit must not extend them.
-			ttlcache.WithDisableTouchOnHit[Key, *state](),
+			ttlcache.WithDisableTouchOnHit[Key, *view](),
 		),
 		negatives: ttlcache.New(
-			ttlcache.WithCapacity[Key, *state](uint64(cfg.NegativeCapacity)),
-			ttlcache.WithDisableTouchOnHit[Key, *state](),
+			ttlcache.WithCapacity[Key, *view](uint64(cfg.NegativeCapacity)),
+			ttlcache.WithDisableTouchOnHit[Key, *view](),
 		),
 		tracer: tp.Tracer(instrumentationName),
 	}
@@ -291,7 +292,7 @@ func New(cfg Config) (*Cache, error) {
 	c.negatives.OnEviction(c.onNegativeEvicted)
 	c.bg, c.stopBG = context.WithCancel(context.Background())
 	c.sched = newScheduler(cfg.Now, cfg.AfterFunc, c.tick)
-	for _, idx := range []*ttlcache.Cache[Key, *state]{c.tokens, c.negatives} {
+	for _, idx := range []*ttlcache.Cache[Key, *view]{c.tokens, c.negatives} {
 		c.janitors.Go(idx.Start)
 	}
 	return c, nil
@@ -341,7 +342,7 @@ func (c *Cache) Get(ctx context.Context, key Key) (Token, error) {
 		return tok, nil
 	}
 	if item := c.negatives.Get(key); item != nil {
-		if v := item.Value().view.Load(); v.err != nil && c.cfg.Now().Before(v.errUntil) {
+		if v := item.Value(); v.err != nil && c.cfg.Now().Before(v.errUntil) {
 			c.obs.NegativeHit(key)
 			tagRequest(ctx, resultNegativeHit)
 			return Token{}, v.err
@@ -375,7 +376,7 @@ func (c *Cache) miss(ctx context.Context, key Key, serve bool) (Token, error) {
 		s.mu.Unlock()
 		c.obs.Collapsed(key)
 		if serve {
-			s.markServed(v.gen)
+			v.markServed()
 		}
 		return v.tok, nil
 	case v.err != nil && now.Before(v.errUntil):
@@ -415,27 +416,24 @@ func (c *Cache) Cached(ctx context.Context, key Key) (Token, bool) {
 	if item == nil {
 		return Token{}, false
 	}
-	s := item.Value()
-	v := s.view.Load()
+	v := item.Value()
 	now := c.cfg.Now()
 	if !v.usable(now) {
 		return Token{}, false
 	}
-	return c.hit(ctx, s, v, now), true
+	return c.hit(ctx, key, v, now), true
 }
 
-// hit serves v, a usable token of s, to a request: marked served, the
+// hit serves v, key's usable token, to a request: marked served, the
 // refresh ahead of expiry once past the refresh point, the Observer, the
-// caller's span.
-func (c *Cache) hit(ctx context.Context, s *state, v *view, now time.Time) Token {
-	if s.servedGen.Load() < v.gen {
-		s.markServed(v.gen)
-	}
+// caller's span. Only past the refresh point does it read v's state.
+func (c *Cache) hit(ctx context.Context, key Key, v *view, now time.Time) Token {
+	v.markServed()
 	stale := !now.Before(v.refreshAt)
-	if stale && now.UnixNano() >= s.noAheadUntil.Load() {
-		c.requestAhead(ctx, s, v, now)
+	if stale && now.UnixNano() >= v.s.noAheadUntil.Load() {
+		c.requestAhead(ctx, v.s, v, now)
 	}
-	c.obs.Hit(s.key, v.usableUntil.Sub(now), stale)
+	c.obs.Hit(key, v.usableUntil.Sub(now), stale)
 	if stale {
 		tagRequest(ctx, resultStaleHit)
 	} else {

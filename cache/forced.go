@@ -31,7 +31,7 @@ func (c *Cache) Refresh(ctx context.Context, key Key, refused string) (Token, er
 	}
 	if c.servable(s, v, now) && v.tok.AccessToken != refused {
 		s.mu.Unlock()
-		s.markServed(v.gen)
+		v.markServed()
 		c.obs.Hit(key, v.usableUntil.Sub(now), !now.Before(v.refreshAt))
 		tagRequest(ctx, resultNotRefused)
 		return v.tok, nil

@@ -27,7 +27,7 @@ type scheduler struct {
 	mu       sync.Mutex
 	wakes    wakeHeap
 	armedAt  time.Time
-	disarm   func() bool // stops the armed timer; nil when none
+	disarm   func() bool // stops the last armed timer (armedAt); nil before the first
 	closed   bool        // by close: no more wake-ups
 	ticking  bool        // run is handling wake-ups it popped
 	signal   chan struct{}
@@ -81,14 +81,15 @@ func (sc *scheduler) arm() {
 		return
 	}
 	next := sc.wakes[0].heapAt
-	if sc.disarm != nil && !next.Before(sc.armedAt) {
-		return
+	now := sc.now()
+	if sc.disarm != nil && sc.armedAt.After(now) && !next.Before(sc.armedAt) {
+		return // the armed timer fires in time
 	}
 	if sc.disarm != nil {
-		sc.disarm()
+		sc.disarm() // too late, or already fired
 	}
 	sc.armedAt = next
-	sc.disarm = sc.afterFunc(max(next.Sub(sc.now()), 0), sc.poke)
+	sc.disarm = sc.afterFunc(max(next.Sub(now), 0), sc.poke)
 }
 
 func (sc *scheduler) poke() {
@@ -108,7 +109,6 @@ func (sc *scheduler) run() {
 		}
 		now := sc.now()
 		sc.mu.Lock()
-		sc.disarm = nil // it fired
 		var due []wake
 		for len(sc.wakes) > 0 && !sc.wakes[0].heapAt.After(now) {
 			s := heap.Pop(&sc.wakes).(*state)
@@ -210,7 +210,7 @@ func (c *Cache) tick(s *state, at time.Time) {
 		} else {
 			// Only a token handed to a caller since it was fetched is
 			// renewed: one nobody asked for is left to expire.
-			if !s.refreshing && s.servedGen.Load() >= v.gen {
+			if !s.refreshing && v.served.Load() {
 				due := v.refreshAt
 				if s.nextTry.After(due) {
 					due = s.nextTry

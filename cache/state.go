@@ -10,9 +10,17 @@ import (
 	"github.com/jellydator/ttlcache/v3"
 )
 
-// view is what the cache serves for one key at one instant. It is immutable
-// once published: the hit path reads it with one atomic load and no lock.
+// view is what the cache serves for one key at one instant, and what the
+// token and negative indexes hold: the hit path reads it, and never its
+// state. It is immutable once published, but for served.
 type view struct {
+	// s is the state the view belongs to; nil for emptyView.
+	s *state
+	// served: the token was handed to a caller since it was fetched. The
+	// scheduler refreshes ahead only a served token, never one nobody
+	// asked for.
+	served atomic.Bool
+
 	tok Token
 	// usableUntil is tok's safety margin; zero when the view holds no token.
 	usableUntil time.Time
@@ -47,10 +55,6 @@ type state struct {
 
 	// view is the published view; never nil.
 	view atomic.Pointer[view]
-	// servedGen is the highest generation whose token was handed to a
-	// caller: the scheduler refreshes ahead only a token with
-	// servedGen >= its gen (in use), never one nobody asked for.
-	servedGen atomic.Uint64
 	// noAheadUntil (unix ns) is when a request may next try to start a
 	// refresh ahead: MaxInt64 while one runs, the retry time after one
 	// failed, 0 otherwise. It keeps stale hits off mu.
@@ -62,7 +66,7 @@ type state struct {
 
 	// tokItem and negItem are the state's items in the token and negative
 	// indexes; nil when not indexed there.
-	tokItem, negItem *ttlcache.Item[Key, *state]
+	tokItem, negItem *ttlcache.Item[Key, *view]
 
 	// The flights: a normal one (miss or refresh ahead) and a forced one may
 	// run at once. seq numbers name each flight in the singleflight group so
@@ -103,20 +107,18 @@ type forcedExchange struct {
 // publish replaces the served view. Called with mu held.
 func (s *state) publish(v *view) { s.view.Store(v) }
 
-// markServed records that the token of generation gen went to a caller.
-func (s *state) markServed(gen uint64) {
-	for {
-		old := s.servedGen.Load()
-		if old >= gen || s.servedGen.CompareAndSwap(old, gen) {
-			return
-		}
+// markServed records that v's token went to a caller. The load first keeps
+// the hit path from writing a shared cache line on every hit.
+func (v *view) markServed() {
+	if !v.served.Load() {
+		v.served.Store(true)
 	}
 }
 
 // markServedToken marks the state's current token served if it is tok.
 func (s *state) markServedToken(tok Token) {
 	if v := s.view.Load(); v.err == nil && v.tok.AccessToken == tok.AccessToken {
-		s.markServed(v.gen)
+		v.markServed()
 	}
 }
 
@@ -203,6 +205,7 @@ func (c *Cache) release(s *state) {
 func (c *Cache) storeToken(s *state, tok Token, now time.Time) {
 	s.gen++
 	v := &view{
+		s:           s,
 		tok:         tok,
 		usableUntil: tok.UsableUntil(),
 		refreshAt:   refreshPoint(tok, c.cfg.RefreshAt, c.cfg.RefreshJitter, c.cfg.Rand()),
@@ -211,7 +214,7 @@ func (c *Cache) storeToken(s *state, tok Token, now time.Time) {
 	s.publish(v)
 	s.nextTry = time.Time{}
 	s.noAheadUntil.Store(0)
-	s.tokItem = c.tokens.Set(s.key, s, v.usableUntil.Sub(now))
+	s.tokItem = c.tokens.Set(s.key, v, v.usableUntil.Sub(now))
 	if s.negItem != nil {
 		s.negItem = nil
 		c.negatives.Delete(s.key)
@@ -228,8 +231,9 @@ func (c *Cache) storeNegative(s *state, err error, now time.Time) {
 		return
 	}
 	s.gen++
-	s.publish(&view{err: err, errUntil: now.Add(c.cfg.NegativeTTL), gen: s.gen})
-	s.negItem = c.negatives.Set(s.key, s, c.cfg.NegativeTTL)
+	v := &view{s: s, err: err, errUntil: now.Add(c.cfg.NegativeTTL), gen: s.gen}
+	s.publish(v)
+	s.negItem = c.negatives.Set(s.key, v, c.cfg.NegativeTTL)
 	c.unindexToken(s)
 }
 
@@ -257,8 +261,8 @@ func (c *Cache) unindexToken(s *state) {
 // its own): an evicted or expired token is no longer served. It is not a
 // write of a fetch, so the generation stays: a fetch that started before
 // still applies its outcome.
-func (c *Cache) onTokenEvicted(_ context.Context, reason ttlcache.EvictionReason, item *ttlcache.Item[Key, *state]) {
-	s := item.Value()
+func (c *Cache) onTokenEvicted(_ context.Context, reason ttlcache.EvictionReason, item *ttlcache.Item[Key, *view]) {
+	s := item.Value().s
 	if reason == ttlcache.EvictionReasonCapacityReached {
 		c.obs.Evicted(s.key)
 	}
@@ -275,8 +279,8 @@ func (c *Cache) onTokenEvicted(_ context.Context, reason ttlcache.EvictionReason
 
 // onNegativeEvicted is the negative index's eviction callback: a flood of
 // cached errors evicts only cached errors.
-func (c *Cache) onNegativeEvicted(_ context.Context, _ ttlcache.EvictionReason, item *ttlcache.Item[Key, *state]) {
-	s := item.Value()
+func (c *Cache) onNegativeEvicted(_ context.Context, _ ttlcache.EvictionReason, item *ttlcache.Item[Key, *view]) {
+	s := item.Value().s
 	s.mu.Lock()
 	if s.negItem == item {
 		s.negItem = nil

@@ -338,8 +338,11 @@ func (c *Cache) Len() int { return c.tokens.Len() + c.negatives.Len() }
 // If ctx ends before the token is there, Get returns an error wrapping
 // ctx.Err(); the fetch goes on and its result is cached.
 func (c *Cache) Get(ctx context.Context, key Key) (Token, error) {
-	if tok, ok := c.Cached(ctx, key); ok {
-		return tok, nil
+	if item := c.tokens.Get(key); item != nil {
+		v := item.Value()
+		if now := c.cfg.Now(); v.usable(now) {
+			return c.hit(ctx, key, v, now), nil
+		}
 	}
 	if item := c.negatives.Get(key); item != nil {
 		if v := item.Value(); v.err != nil && c.cfg.Now().Before(v.errUntil) {

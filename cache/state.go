@@ -14,20 +14,23 @@ import (
 // token and negative indexes hold: the hit path reads it, and never its
 // state. It is immutable once published, but for served.
 type view struct {
-	// s is the state the view belongs to; nil for emptyView.
-	s *state
-	// served: the token was handed to a caller since it was fetched. The
-	// scheduler refreshes ahead only a served token, never one nobody
-	// asked for.
-	served atomic.Bool
+	// The fields a hit reads come first.
 
-	tok Token
 	// usableUntil is tok's safety margin; zero when the view holds no token.
 	usableUntil time.Time
 	refreshAt   time.Time
 	// err, when non-nil, is a cached error (a negative entry) valid until
 	// errUntil; the view then holds no token.
-	err      error
+	err error
+	// served: the token was handed to a caller since it was fetched. The
+	// scheduler refreshes ahead only a served token, never one nobody
+	// asked for.
+	served atomic.Bool
+	tok    Token
+
+	// s is the state the view belongs to; nil for the views that hold
+	// nothing, which are never indexed.
+	s        *state
 	errUntil time.Time
 	// gen is the state's generation when the view was published.
 	gen uint64

@@ -14,10 +14,38 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// clock is a settable fake clock.
+// clock is a settable fake clock with timers: AfterFunc's functions run
+// when Advance passes their time.
 type clock struct {
-	mu  sync.Mutex
-	now time.Time
+	mu     sync.Mutex
+	now    time.Time
+	timers []*fakeTimer
+}
+
+type fakeTimer struct {
+	at            time.Time
+	f             func()
+	stopped, done bool
+}
+
+// AfterFunc is Config.AfterFunc on the fake clock.
+func (c *clock) AfterFunc(d time.Duration, f func()) func() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := &fakeTimer{at: c.now.Add(d), f: f}
+	if d <= 0 {
+		t.done = true
+		go f()
+	} else {
+		c.timers = append(c.timers, t)
+	}
+	return func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		was := !t.stopped && !t.done
+		t.stopped = true
+		return was
+	}
 }
 
 func newClock() *clock { return &clock{now: time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC)} }
@@ -30,8 +58,24 @@ func (c *clock) Now() time.Time {
 
 func (c *clock) Advance(d time.Duration) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.now = c.now.Add(d)
+	var due []func()
+	kept := c.timers[:0]
+	for _, t := range c.timers {
+		switch {
+		case t.stopped || t.done:
+		case !t.at.After(c.now):
+			t.done = true
+			due = append(due, t.f)
+		default:
+			kept = append(kept, t)
+		}
+	}
+	c.timers = kept
+	c.mu.Unlock()
+	for _, f := range due {
+		f()
+	}
 }
 
 // source is a fake Source that mints numbered tokens of a fixed lifetime, or
@@ -105,6 +149,7 @@ func (r *recorder) Miss(Key)                 { r.add("miss") }
 func (r *recorder) NegativeHit(Key)          { r.add("negative") }
 func (r *recorder) Collapsed(Key)            { r.add("collapsed") }
 func (r *recorder) RefreshAhead(Key)         { r.add("refresh_ahead") }
+func (r *recorder) RefreshTimer(Key)         { r.add("refresh_timer") }
 func (r *recorder) ForcedRefresh(Key)        { r.add("forced") }
 func (r *recorder) ForcedRefreshLimited(Key) { r.add("forced_limited") }
 func (r *recorder) Evicted(Key)              { r.add("evicted") }
@@ -215,7 +260,7 @@ func TestLateMissUsesTheTokenStoredMeanwhile(t *testing.T) {
 	c, src, _, _ := newTestCache(t, time.Hour, nil)
 	first := mustGet(t, c, tenantA)
 	// What a caller does after its look-up missed: join or start a flight.
-	tok, err := c.wait(context.Background(), tenantA, false)
+	tok, err := c.miss(context.Background(), tenantA, true)
 	if err != nil || tok.AccessToken != first.AccessToken {
 		t.Fatalf("late miss = %q, %v; want the stored %q", tok.AccessToken, err, first.AccessToken)
 	}
@@ -223,7 +268,7 @@ func TestLateMissUsesTheTokenStoredMeanwhile(t *testing.T) {
 		t.Fatalf("source called %d times, want 1", n)
 	}
 	// A forced refresh still fetches.
-	if _, err := c.wait(context.Background(), tenantA, true); err != nil || src.calls.Load() != 2 {
+	if _, err := c.Refresh(context.Background(), tenantA, ""); err != nil || src.calls.Load() != 2 {
 		t.Fatalf("forced flight: %v, %d calls; want a fetch", err, src.calls.Load())
 	}
 }
@@ -263,7 +308,10 @@ func TestMaxConcurrentFetches(t *testing.T) {
 	}
 }
 
-func TestFetchSlotWaitIsBoundedByFetchTimeout(t *testing.T) {
+// A fetch that waited FetchTimeout for a slot has stopped: every caller gets
+// a 503 (TENANT_SERVICE_UNAVAILABLE), not the TIMEOUT of a caller whose own
+// wait ran out while the fetch goes on.
+func TestSlotStarvedFetchIsUnavailable(t *testing.T) {
 	block := make(chan struct{})
 	defer close(block)
 	c, _, _, _ := newTestCache(t, time.Hour, func(cfg *Config) {
@@ -279,8 +327,10 @@ func TestFetchSlotWaitIsBoundedByFetchTimeout(t *testing.T) {
 	})
 	go c.Get(context.Background(), Key{"genesys", "holder"})
 	time.Sleep(10 * time.Millisecond)
-	if _, err := c.Get(context.Background(), Key{"genesys", "waiter"}); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Get = %v, want the fetch timeout while every slot is busy", err)
+	_, err := c.Get(context.Background(), Key{"genesys", "waiter"})
+	var unavailable *UnavailableError
+	if !errors.As(err, &unavailable) || unavailable.ErrorCode() != "TENANT_SERVICE_UNAVAILABLE" {
+		t.Fatalf("Get = %v, want an UnavailableError while every slot is busy", err)
 	}
 }
 
@@ -404,8 +454,15 @@ func TestFailedRefreshServesUntilMarginThenFails(t *testing.T) {
 
 // refreshIdle reports whether no refresh-ahead runs for key.
 func (c *Cache) refreshIdle(key Key) bool {
-	item := c.items.Get(key)
-	return item == nil || !item.Value().refreshing.Load()
+	c.mu.Lock()
+	s := c.states[key]
+	c.mu.Unlock()
+	if s == nil {
+		return true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.refreshing
 }
 
 func TestNegativeEntries(t *testing.T) {
@@ -462,7 +519,7 @@ func TestForcedRefreshMinInterval(t *testing.T) {
 	first := mustGet(t, c, tenantA)
 
 	// A token obtained the normal way can be force-refreshed at once.
-	forced, err := c.Refresh(context.Background(), tenantA)
+	forced, err := c.Refresh(context.Background(), tenantA, "")
 	if err != nil || forced.AccessToken == first.AccessToken {
 		t.Fatalf("Refresh = %q, %v; want a new token", forced.AccessToken, err)
 	}
@@ -471,7 +528,7 @@ func TestForcedRefreshMinInterval(t *testing.T) {
 	}
 	// A second forced refresh inside the interval gets the same token.
 	clk.Advance(4 * time.Second)
-	again, err := c.Refresh(context.Background(), tenantA)
+	again, err := c.Refresh(context.Background(), tenantA, "")
 	if err != nil || again.AccessToken != forced.AccessToken {
 		t.Fatalf("second Refresh = %q, %v; want %q", again.AccessToken, err, forced.AccessToken)
 	}
@@ -480,7 +537,7 @@ func TestForcedRefreshMinInterval(t *testing.T) {
 	}
 	// After the interval a forced refresh fetches again.
 	clk.Advance(time.Second)
-	third, err := c.Refresh(context.Background(), tenantA)
+	third, err := c.Refresh(context.Background(), tenantA, "")
 	if err != nil || third.AccessToken == forced.AccessToken {
 		t.Fatalf("third Refresh = %q, %v; want a new token", third.AccessToken, err)
 	}
@@ -499,7 +556,7 @@ func TestConcurrentForcedRefreshesCollapse(t *testing.T) {
 	tokens := make([]string, 20)
 	for i := range tokens {
 		wg.Go(func() {
-			tok, _ := c.Refresh(context.Background(), tenantA)
+			tok, _ := c.Refresh(context.Background(), tenantA, "")
 			tokens[i] = tok.AccessToken
 		})
 	}
@@ -532,7 +589,7 @@ func TestCallerGivingUpDoesNotCancelSharedFetch(t *testing.T) {
 		t.Fatal("the caller's deadline cancelled the shared fetch")
 	}
 	close(src.gate)
-	waitFor(t, "the fetch to be cached", func() bool { return c.items.Get(tenantA) != nil })
+	waitFor(t, "the fetch to be cached", func() bool { return c.tokens.Get(tenantA) != nil })
 	mustGet(t, c, tenantA)
 	if n := src.calls.Load(); n != 1 {
 		t.Fatalf("source called %d times, want 1 (result of the abandoned fetch cached)", n)
@@ -547,8 +604,10 @@ func TestFetchTimeoutBoundsSharedFetch(t *testing.T) {
 			return Token{}, ctx.Err()
 		})
 	})
-	if _, err := c.Get(context.Background(), tenantA); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Get = %v, want the fetch timeout", err)
+	_, err := c.Get(context.Background(), tenantA)
+	var unavailable *UnavailableError
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.As(err, &unavailable) {
+		t.Fatalf("Get = %v, want the fetch timeout as an UnavailableError", err)
 	}
 }
 
@@ -593,22 +652,38 @@ func TestTokenInsideItsMarginOnArrivalIsRefused(t *testing.T) {
 }
 
 // POST /token/refresh means the app was refused with the cached token: when
-// the forced exchange fails, that token must not be served again.
-func TestFailedForcedRefreshDropsTheRefusedToken(t *testing.T) {
+// the forced exchange fails terminally, that token must not be served again.
+func TestTerminalForcedRefreshFailureDropsTheRefusedToken(t *testing.T) {
 	c, src, _, _ := newTestCache(t, time.Hour, func(cfg *Config) { cfg.MinRefreshInterval = 5 * time.Second })
+	refused := mustGet(t, c, tenantA)
+	src.setErr(errNotFound)
+	if _, err := c.Refresh(context.Background(), tenantA, refused.AccessToken); !errors.Is(err, errNotFound) {
+		t.Fatalf("Refresh = %v, want the upstream error", err)
+	}
+	if _, err := c.Get(context.Background(), tenantA); !errors.Is(err, errNotFound) {
+		t.Fatalf("Get after a terminal forced failure = %v, want the cached error", err)
+	}
+	if n := src.calls.Load(); n != 2 {
+		t.Fatalf("source called %d times, want 2 (get, failed refresh; then the negative entry)", n)
+	}
+}
+
+// A transient failure keeps the refused token served until its margin: the
+// 401 may have been spurious, and an outage must not fail every request.
+func TestTransientForcedRefreshFailureKeepsTheToken(t *testing.T) {
+	c, src, clk, _ := newTestCache(t, time.Hour, func(cfg *Config) { cfg.MinRefreshInterval = 5 * time.Second })
 	refused := mustGet(t, c, tenantA)
 	unavailable := errors.New("login unavailable")
 	src.setErr(unavailable)
-	if _, err := c.Refresh(context.Background(), tenantA); !errors.Is(err, unavailable) {
+	if _, err := c.Refresh(context.Background(), tenantA, refused.AccessToken); !errors.Is(err, unavailable) {
 		t.Fatalf("Refresh = %v, want the upstream error", err)
 	}
-	src.setErr(nil)
-	got := mustGet(t, c, tenantA)
-	if got.AccessToken == refused.AccessToken {
-		t.Fatal("the token the caller was refused with is still served after a failed forced refresh")
+	if got := mustGet(t, c, tenantA); got.AccessToken != refused.AccessToken {
+		t.Fatal("a transient forced failure dropped the token")
 	}
-	if n := src.calls.Load(); n != 3 {
-		t.Fatalf("source called %d times, want 3 (get, failed refresh, get)", n)
+	clk.Advance(time.Hour - 30*time.Second)
+	if _, err := c.Get(context.Background(), tenantA); !errors.Is(err, unavailable) {
+		t.Fatalf("Get at the margin = %v, want the upstream error", err)
 	}
 }
 

@@ -59,6 +59,7 @@ type providerOptions struct {
 	add           []metric.AddOption
 	record        []metric.RecordOption
 	refreshAhead  []metric.AddOption
+	refreshTimer  []metric.AddOption
 	refreshForced []metric.AddOption
 }
 
@@ -67,6 +68,7 @@ type providerOptions struct {
 const (
 	triggerMiss         = "miss"
 	triggerRefreshAhead = "ahead"
+	triggerTimer        = "timer"
 	triggerForced       = "forced"
 )
 
@@ -92,7 +94,7 @@ func newMetricsObserver(m metric.Meter, tenantLabel bool) (*metricsObserver, err
 	o.misses = counter("token_sidecar.cache.misses", "{request}", "Token requests that found no usable cached token and waited for a fetch.")
 	o.negativeHits = counter("token_sidecar.cache.negative_hits", "{request}", "Token requests answered with a cached error (CREDENTIALS_NOT_FOUND, OAUTH_INVALID_GRANT).")
 	o.collapsed = counter("token_sidecar.cache.collapsed", "{request}", "Token requests that joined a fetch another request had started.")
-	o.refreshes = counter("token_sidecar.cache.refreshes", "{fetch}", "Fetches started to replace a token: trigger=ahead (refresh ahead of expiry) or forced (POST /token/refresh).")
+	o.refreshes = counter("token_sidecar.cache.refreshes", "{fetch}", "Fetches started to replace a token: trigger=ahead (refresh ahead of expiry on a request), timer (refresh ahead by the cache's own timer) or forced (POST /token/refresh, an API 401).")
 	o.refreshLimited = counter("token_sidecar.cache.refresh_limited", "{request}", "Forced refreshes inside -min-refresh-interval, answered with the previous forced refresh's token.")
 	o.evictions = counter("token_sidecar.cache.evictions", "{entry}", "Entries evicted because the cache was full.")
 	var err error
@@ -125,6 +127,7 @@ func (o *metricsObserver) options(provider string) *providerOptions {
 		add:           []metric.AddOption{metric.WithAttributeSet(base)},
 		record:        []metric.RecordOption{metric.WithAttributeSet(base)},
 		refreshAhead:  []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attrProvider.String(provider), attrTrigger.String(triggerRefreshAhead)))},
+		refreshTimer:  []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attrProvider.String(provider), attrTrigger.String(triggerTimer)))},
 		refreshForced: []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attrProvider.String(provider), attrTrigger.String(triggerForced)))},
 	}
 	next := make(map[string]*providerOptions, len(old)+1)
@@ -152,6 +155,8 @@ func (o *metricsObserver) add(c metric.Int64Counter, key Key, trigger string) {
 	switch trigger {
 	case triggerRefreshAhead:
 		c.Add(ctx, 1, p.refreshAhead...)
+	case triggerTimer:
+		c.Add(ctx, 1, p.refreshTimer...)
 	case triggerForced:
 		c.Add(ctx, 1, p.refreshForced...)
 	default:
@@ -196,6 +201,9 @@ func (o *metricsObserver) Collapsed(key Key) { o.add(o.collapsed, key, "") }
 // RefreshAhead implements Observer.
 func (o *metricsObserver) RefreshAhead(key Key) { o.add(o.refreshes, key, triggerRefreshAhead) }
 
+// RefreshTimer implements Observer.
+func (o *metricsObserver) RefreshTimer(key Key) { o.add(o.refreshes, key, triggerTimer) }
+
 // ForcedRefresh implements Observer.
 func (o *metricsObserver) ForcedRefresh(key Key) { o.add(o.refreshes, key, triggerForced) }
 
@@ -235,6 +243,12 @@ func (os observers) Collapsed(key Key) {
 func (os observers) RefreshAhead(key Key) {
 	for _, o := range os {
 		o.RefreshAhead(key)
+	}
+}
+
+func (os observers) RefreshTimer(key Key) {
+	for _, o := range os {
+		o.RefreshTimer(key)
 	}
 }
 

@@ -81,16 +81,17 @@ func TestMetricsCountEachEvent(t *testing.T) {
 	mustGet(t, c, tenantA) // stale hit, refresh ahead
 	waitFor(t, "the refresh ahead", func() bool { return src.calls.Load() == 2 })
 	mustGet(t, c, Key{"whatsapp", "a"}) // miss
-	if _, err := c.Refresh(ctx, tenantA); err != nil {
+	if _, err := c.Refresh(ctx, tenantA, ""); err != nil {
 		t.Fatal(err)
 	} // forced
-	if _, err := c.Refresh(ctx, tenantA); err != nil {
+	if _, err := c.Refresh(ctx, tenantA, ""); err != nil {
 		t.Fatal(err)
 	} // limited
+	mustGet(t, c, Key{"genesys", "b"}) // miss, evicts the least recently used token (whatsapp/a)
 	src.setErr(errNotFound)
 	if _, err := c.Get(ctx, Key{"genesys", "gone"}); err == nil {
 		t.Fatal("want an error")
-	} // miss, evicts the least recently used (whatsapp/a)
+	} // miss, a negative entry: its own bound, evicts no token
 	if _, err := c.Get(ctx, Key{"genesys", "gone"}); err == nil {
 		t.Fatal("want an error")
 	} // negative hit
@@ -101,14 +102,14 @@ func TestMetricsCountEachEvent(t *testing.T) {
 	want := map[string]float64{
 		"token_sidecar.cache.hits{provider=genesys}":                     2,
 		"token_sidecar.cache.stale_hits{provider=genesys}":               1,
-		"token_sidecar.cache.misses{provider=genesys}":                   2,
+		"token_sidecar.cache.misses{provider=genesys}":                   3,
 		"token_sidecar.cache.misses{provider=whatsapp}":                  1,
 		"token_sidecar.cache.refreshes{provider=genesys,trigger=ahead}":  1,
 		"token_sidecar.cache.refreshes{provider=genesys,trigger=forced}": 1,
 		"token_sidecar.cache.refresh_limited{provider=genesys}":          1,
 		"token_sidecar.cache.negative_hits{provider=genesys}":            1,
 		"token_sidecar.cache.evictions{provider=whatsapp}":               1,
-		"token_sidecar.cache.entries{}":                                  2,
+		"token_sidecar.cache.entries{}":                                  3,
 		"token_sidecar.token.remaining_lifetime{provider=genesys}":       2,
 	}
 	for k, v := range want {

@@ -16,8 +16,12 @@ type Observer interface {
 	NegativeHit(key Key)
 	// Collapsed: a caller joined a fetch another caller had started.
 	Collapsed(key Key)
-	// RefreshAhead: a background refresh started before expiry.
+	// RefreshAhead: a background refresh started before expiry, on a
+	// request.
 	RefreshAhead(key Key)
+	// RefreshTimer: a background refresh started before expiry by the
+	// cache's own timer, for a token in use that no request came for.
+	RefreshTimer(key Key)
 	// ForcedRefresh: a forced refresh fetch started.
 	ForcedRefresh(key Key)
 	// ForcedRefreshLimited: a forced refresh inside the minimum interval got
@@ -34,6 +38,7 @@ func (nopObserver) Miss(Key)                     {}
 func (nopObserver) NegativeHit(Key)              {}
 func (nopObserver) Collapsed(Key)                {}
 func (nopObserver) RefreshAhead(Key)             {}
+func (nopObserver) RefreshTimer(Key)             {}
 func (nopObserver) ForcedRefresh(Key)            {}
 func (nopObserver) ForcedRefreshLimited(Key)     {}
 func (nopObserver) Evicted(Key)                  {}

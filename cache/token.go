@@ -87,9 +87,10 @@ type FetchRequest struct {
 // Source fetches a fresh token for a key: for Genesys, the Tenant Service
 // fetch followed by the client-credentials exchange.
 //
-// Fetch must be safe for concurrent use. The cache calls it at most once at a
-// time per key and reason, under a context that callers giving up do not
-// cancel.
+// Fetch must be safe for concurrent use. For one key the cache runs at most
+// one normal fetch (ReasonMiss or ReasonAhead) and one forced fetch at a
+// time, under a context that callers giving up do not cancel and Close
+// does. Their results are applied in the order the fetches started.
 type Source interface {
 	Fetch(ctx context.Context, req FetchRequest) (Token, error)
 }

@@ -16,6 +16,7 @@ var (
 	resultNegativeHit    = attribute.String("token_sidecar.cache.result", "negative_hit")
 	resultForced         = attribute.String("token_sidecar.cache.result", "forced_refresh")
 	resultRefreshLimited = attribute.String("token_sidecar.cache.result", "refresh_limited")
+	resultNotRefused     = attribute.String("token_sidecar.cache.result", "refresh_superseded")
 )
 
 // tagRequest records on the caller's span what the cache did. It costs one

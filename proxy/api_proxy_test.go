@@ -359,7 +359,7 @@ func TestAPIProxyMethods(t *testing.T) {
 func retryCache(base string, refreshed string) *fakeCache {
 	return &fakeCache{
 		get: func(context.Context, cache.Key) (cache.Token, error) { return apiToken("old", base), nil },
-		refresh: func(context.Context, cache.Key) (cache.Token, error) {
+		refresh: func(context.Context, cache.Key, string) (cache.Token, error) {
 			return apiToken(refreshed, base), nil
 		},
 	}
@@ -494,7 +494,7 @@ func TestAPIProxyTokenErrorsAreTheTokenAPIs(t *testing.T) {
 	}
 
 	fc = retryCache(api.srv.URL, "")
-	fc.refresh = func(context.Context, cache.Key) (cache.Token, error) {
+	fc.refresh = func(context.Context, cache.Key, string) (cache.Token, error) {
 		return cache.Token{}, &codedError{code: codeOAuthInvalidGrant}
 	}
 	url = startProxy(t, fc, func(c *Config) { c.DefaultTenant = "acme" })

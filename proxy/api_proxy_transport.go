@@ -104,7 +104,7 @@ func (t *retryTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 		return resp, err
 	}
 	ctx, cancel := context.WithTimeout(out.Context(), t.tokenTimeout)
-	tok, err := t.cache.Refresh(ctx, call.key)
+	tok, err := t.cache.Refresh(ctx, call.key, call.token.AccessToken)
 	cancel()
 	if !call.replayable {
 		if err != nil {

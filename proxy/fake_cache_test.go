@@ -19,11 +19,12 @@ import (
 // remembers the keys it was asked for. A nil function answers testToken.
 type fakeCache struct {
 	get     func(ctx context.Context, key cache.Key) (cache.Token, error)
-	refresh func(ctx context.Context, key cache.Key) (cache.Token, error)
+	refresh func(ctx context.Context, key cache.Key, refused string) (cache.Token, error)
 
 	gets, refreshes atomic.Int64
 	mu              sync.Mutex
 	keys            []cache.Key
+	refused         []string // the refused token of each Refresh
 }
 
 func (f *fakeCache) Get(ctx context.Context, key cache.Key) (cache.Token, error) {
@@ -35,13 +36,16 @@ func (f *fakeCache) Get(ctx context.Context, key cache.Key) (cache.Token, error)
 	return f.get(ctx, key)
 }
 
-func (f *fakeCache) Refresh(ctx context.Context, key cache.Key) (cache.Token, error) {
+func (f *fakeCache) Refresh(ctx context.Context, key cache.Key, refused string) (cache.Token, error) {
 	f.refreshes.Add(1)
 	f.record(key)
+	f.mu.Lock()
+	f.refused = append(f.refused, refused)
+	f.mu.Unlock()
 	if f.refresh == nil {
 		return testToken(), nil
 	}
-	return f.refresh(ctx, key)
+	return f.refresh(ctx, key, refused)
 }
 
 func (f *fakeCache) record(key cache.Key) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,9 +29,11 @@ import (
 type TokenCache interface {
 	// Get returns the key's token, cached or fetched.
 	Get(ctx context.Context, key cache.Key) (cache.Token, error)
-	// Refresh drops the key's token and fetches a new one (POST
-	// /token/refresh), within the cache's per-tenant rate limit.
-	Refresh(ctx context.Context, key cache.Key) (cache.Token, error)
+	// Refresh answers a caller that was refused with the access token
+	// refused ("" = the one the cache holds now): a cached token other than
+	// it, or a forced exchange within the cache's per-tenant rate limit
+	// (POST /token/refresh, an API 401).
+	Refresh(ctx context.Context, key cache.Key, refused string) (cache.Token, error)
 }
 
 // cachedTokens is the optional fast path of a TokenCache (*cache.Cache has
@@ -252,7 +255,7 @@ func (h *tokenHandlers) serve(c echo.Context, refresh bool) error {
 		// Going upstream: the calls carry the request's trace.
 		ctx, cancel := context.WithTimeout(h.spans.context(c), h.timeout)
 		if refresh {
-			tok, err = h.cache.Refresh(ctx, key)
+			tok, err = h.cache.Refresh(ctx, key, refusedToken(req))
 		} else {
 			tok, err = h.cache.Get(ctx, key)
 		}
@@ -269,6 +272,17 @@ func (h *tokenHandlers) serve(c echo.Context, refresh bool) error {
 		c.Set(logTenantKey, key.Tenant)
 	}
 	return h.writeToken(c.Response(), tok)
+}
+
+// refusedToken is the token a POST /token/refresh names as refused, in
+// Authorization: Bearer <token>; "" when it names none (the cache then takes
+// the token it holds). The value is never logged.
+func refusedToken(req *http.Request) string {
+	v := req.Header.Get(echo.HeaderAuthorization)
+	if len(v) > len("Bearer ") && strings.EqualFold(v[:len("Bearer ")], "Bearer ") {
+		return strings.TrimSpace(v[len("Bearer "):])
+	}
+	return ""
 }
 
 // writeToken writes the 200 answer. The body is built by hand into a pooled

@@ -401,7 +401,7 @@ func TestCacheErrors(t *testing.T) {
 		t.Run(tc.err.Error(), func(t *testing.T) {
 			for _, method := range []string{http.MethodGet, http.MethodPost} {
 				fail := func(context.Context, cache.Key) (cache.Token, error) { return cache.Token{}, tc.err }
-				fc := &fakeCache{get: fail, refresh: fail}
+				fc := &fakeCache{get: fail, refresh: func(ctx context.Context, key cache.Key, _ string) (cache.Token, error) { return fail(ctx, key) }}
 				h := newTestHandler(t, fc, nil)
 				target := "/token?tenant=acme"
 				if method == http.MethodPost {
@@ -447,7 +447,7 @@ func TestRequestTimeout(t *testing.T) {
 		return cache.Token{}, fmt.Errorf("cache: waiting for the exchange: %w", ctx.Err())
 	}
 	for _, target := range []string{"/token?tenant=acme", "/token/refresh?tenant=acme"} {
-		fc := &fakeCache{get: block, refresh: block}
+		fc := &fakeCache{get: block, refresh: func(ctx context.Context, key cache.Key, _ string) (cache.Token, error) { return block(ctx, key) }}
 		h := newTestHandler(t, fc, func(c *Config) { c.RequestTimeout = timeout })
 		method := http.MethodGet
 		if strings.HasPrefix(target, "/token/refresh") {
@@ -680,9 +680,11 @@ func TestConcurrentRequests(t *testing.T) {
 // bookkeeping. Like *cache.Cache, it has the Cached fast path.
 type hitCache struct{ tok cache.Token }
 
-func (c *hitCache) Get(context.Context, cache.Key) (cache.Token, error)     { return c.tok, nil }
-func (c *hitCache) Refresh(context.Context, cache.Key) (cache.Token, error) { return c.tok, nil }
-func (c *hitCache) Cached(context.Context, cache.Key) (cache.Token, bool)   { return c.tok, true }
+func (c *hitCache) Get(context.Context, cache.Key) (cache.Token, error) { return c.tok, nil }
+func (c *hitCache) Refresh(context.Context, cache.Key, string) (cache.Token, error) {
+	return c.tok, nil
+}
+func (c *hitCache) Cached(context.Context, cache.Key) (cache.Token, bool) { return c.tok, true }
 
 // fastPathCache is a fakeCache with the Cached fast path of *cache.Cache.
 type fastPathCache struct {
@@ -724,7 +726,7 @@ func TestCachedFastPath(t *testing.T) {
 		{"refresh", true, http.MethodPost, "/token/refresh?tenant=acme", 0, 0, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			fc := &fastPathCache{fakeCache: &fakeCache{get: withDeadline, refresh: withDeadline}, has: tc.has}
+			fc := &fastPathCache{fakeCache: &fakeCache{get: withDeadline, refresh: func(ctx context.Context, key cache.Key, _ string) (cache.Token, error) { return withDeadline(ctx, key) }}, has: tc.has}
 			h, err := NewTokenHandler(Config{Cache: fc, RequireRequestHeader: true, Now: func() time.Time { return testNow }})
 			if err != nil {
 				t.Fatal(err)

@@ -8,9 +8,11 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/token-sidecar/token-sidecar/cache"
 	"github.com/token-sidecar/token-sidecar/proxy"
 	"github.com/token-sidecar/token-sidecar/upstream"
 )
@@ -59,6 +61,11 @@ type config struct {
 	MinRefreshInterval   time.Duration
 	StaticTokenTTL       time.Duration
 
+	NegativeCapacity     int
+	RefreshRetryInterval time.Duration
+	PrefetchTenants      []cache.Key
+	PrefetchTimeout      time.Duration
+
 	MetricsTenantLabel bool
 	ShutdownTimeout    time.Duration
 	LogLevel           slog.Level
@@ -73,7 +80,7 @@ func envName(flagName string) string {
 // environment variable through getenv. Usage and errors go to stderr.
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
 	var cfg config
-	var allowed, logLevel string
+	var allowed, logLevel, prefetch string
 	fs := flag.NewFlagSet("token-sidecar", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 
@@ -111,6 +118,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.DurationVar(&cfg.NegativeTTL, "negative-ttl", 5*time.Second, "how long CREDENTIALS_NOT_FOUND and OAUTH_INVALID_GRANT are cached (0 = not at all)")
 	fs.DurationVar(&cfg.MinRefreshInterval, "min-refresh-interval", 5*time.Second, "least time between two forced refreshes of one tenant")
 	fs.DurationVar(&cfg.StaticTokenTTL, "static-token-ttl", 5*time.Minute, "how long a provider's static token (whatsapp) is cached at most")
+	fs.IntVar(&cfg.NegativeCapacity, "negative-capacity", 1000, "maximum cached errors (CREDENTIALS_NOT_FOUND, OAUTH_INVALID_GRANT), kept apart from the tokens; the least recently used is evicted")
+	fs.DurationVar(&cfg.RefreshRetryInterval, "refresh-retry-interval", 5*time.Second, "longest wait before a failed refresh ahead is tried again (or a quarter of the time left before the safety margin, if shorter; at least 1s)")
+	fs.StringVar(&prefetch, "prefetch-tenants", "", "comma-separated tenants (tenant or provider:tenant) fetched at start; /readyz waits for them")
+	fs.DurationVar(&cfg.PrefetchTimeout, "prefetch-timeout", 30*time.Second, "longest /readyz waits for -prefetch-tenants")
 	fs.BoolVar(&cfg.MetricsTenantLabel, "metrics-tenant-label", false, "label metrics with the tenant ID (mind the cardinality)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight requests may take to finish on SIGTERM")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -148,6 +159,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 			cfg.AllowedTenants = append(cfg.AllowedTenants, t)
 		}
 	}
+	cfg.PrefetchTenants = parsePrefetch(prefetch)
 	return cfg, cfg.validate()
 }
 
@@ -235,7 +247,53 @@ func (c config) validate() error {
 	if c.RefreshAt < 0.1 || c.RefreshAt > 0.99 {
 		errs = append(errs, fmt.Errorf("-refresh-at must be between 0.1 and 0.99, got %v", c.RefreshAt))
 	}
+	errs = append(errs, c.validateCacheExtras()...)
 	return errors.Join(errs...)
+}
+
+// parsePrefetch reads -prefetch-tenants: "tenant" or "provider:tenant",
+// comma-separated; the provider defaults to genesys.
+func parsePrefetch(list string) []cache.Key {
+	var keys []cache.Key
+	for _, item := range strings.Split(list, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		provider, tenant, ok := strings.Cut(item, ":")
+		if !ok {
+			provider, tenant = upstream.ProviderGenesys, item
+		}
+		keys = append(keys, cache.Key{Provider: provider, Tenant: tenant})
+	}
+	return keys
+}
+
+// validateCacheExtras checks the negative capacity, the refresh retry
+// interval and the prefetch settings.
+func (c config) validateCacheExtras() []error {
+	var errs []error
+	if c.NegativeCapacity < 1 {
+		errs = append(errs, fmt.Errorf("-negative-capacity must be at least 1, got %d", c.NegativeCapacity))
+	}
+	if c.RefreshRetryInterval < time.Second {
+		errs = append(errs, fmt.Errorf("-refresh-retry-interval must be at least 1s, got %v", c.RefreshRetryInterval))
+	}
+	if c.PrefetchTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("-prefetch-timeout must be positive, got %v", c.PrefetchTimeout))
+	}
+	for _, k := range c.PrefetchTenants {
+		if !slices.Contains(upstream.Providers(), k.Provider) {
+			errs = append(errs, fmt.Errorf("-prefetch-tenants: unknown provider %q (want one of %s)", k.Provider, strings.Join(upstream.Providers(), ", ")))
+		}
+		if !proxy.ValidTenantID(k.Tenant) {
+			errs = append(errs, fmt.Errorf("-prefetch-tenants: %q is not a valid tenant ID", k.Tenant))
+		}
+		if len(c.AllowedTenants) > 0 && !slices.Contains(c.AllowedTenants, k.Tenant) {
+			errs = append(errs, fmt.Errorf("-prefetch-tenants: %q is not in -allowed-tenants", k.Tenant))
+		}
+	}
+	return errs
 }
 
 // breaker is the circuit breaker setting of both upstream clients: one

@@ -28,6 +28,10 @@ const (
 	writeTimeoutSlack = 5 * time.Second
 )
 
+// fetchTimeoutSlack is added to the upstreams' longest call for the rest of
+// a fetch (parsing, the region, the cache's own work).
+const fetchTimeoutSlack = time.Second
+
 // demoRegion is the region of the demo tenants' credentials.
 const demoRegion = "eu-west-1"
 
@@ -124,9 +128,12 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		NegativeTTL:          cfg.NegativeTTL,
 		IsNegative:           isNegative,
 		MinRefreshInterval:   cfg.MinRefreshInterval,
+		NegativeCapacity:     cfg.NegativeCapacity,
+		RefreshRetryDelay:    cfg.RefreshRetryInterval,
 		// The shared fetch may outlive every caller; bound it by the longest
-		// the upstreams can take with all their retries, roughly.
-		FetchTimeout:       3*(cfg.TenantServiceTimeout+cfg.OAuthTimeout) + 30*time.Second,
+		// the upstreams can take with all their retries, so that it is never
+		// cut off between two retries.
+		FetchTimeout:       source.pipeline.LongestIssue() + fetchTimeoutSlack,
 		Logger:             logger,
 		MeterProvider:      tel.meter(),
 		TracerProvider:     tel.tracerProvider,
@@ -157,9 +164,10 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	if err != nil {
 		return err
 	}
+	prefetched := prefetch(ctx, tokens, cfg.PrefetchTenants, cfg.PrefetchTimeout, logger)
 	var isReady atomic.Bool
 	adminHandler := proxy.NewAdminHandler(proxy.AdminConfig{
-		Ready:   isReady.Load,
+		Ready:   func() bool { return isReady.Load() && prefetched() },
 		Metrics: tel.metrics,
 		Logger:  logger,
 	})

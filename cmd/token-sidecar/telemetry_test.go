@@ -662,8 +662,8 @@ func metricNames(exprs []string) []string {
 
 // scriptedRun starts a sidecar and makes every metric of the dashboard
 // appear: misses, hits, a retry, a 404 and a negative hit, collapsed
-// callers, a refresh ahead and a stale hit (a 10 s token with -refresh-at
-// 0.1), a forced refresh and a limited one, and an eviction.
+// callers, a refresh ahead by the timer and a stale hit (a 10 s token with
+// -refresh-at 0.1), a forced refresh and a limited one, and an eviction.
 func scriptedRun(t *testing.T) *sidecar {
 	t.Helper()
 	f := newFakes(t)
@@ -671,6 +671,9 @@ func scriptedRun(t *testing.T) *sidecar {
 	f.ts.Script("acme", "genesys", upstreamtest.Step{Status: http.StatusServiceUnavailable})
 	short := f.addTenant("short")
 	f.login.SetExpiresIn(short, 10)
+	// The timer's refresh ahead (at 1 s) is slow, so the request at 1.1 s
+	// is a stale hit.
+	f.ts.Script("short", "genesys", upstreamtest.Step{}, upstreamtest.Step{Delay: 2 * time.Second})
 	f.addTenant("slow")
 	f.ts.Script("slow", "genesys", upstreamtest.Step{Delay: 300 * time.Millisecond})
 	for _, tn := range []string{"t1", "t2", "t3"} {
@@ -695,7 +698,7 @@ func scriptedRun(t *testing.T) *sidecar {
 	wg.Wait()
 	must(s.token(t, "short"), 200)
 	time.Sleep(1100 * time.Millisecond) // past 10 % of 10 s
-	must(s.token(t, "short"), 200)      // stale hit, refresh ahead
+	must(s.token(t, "short"), 200)      // stale hit: the timer's refresh runs
 	must(do(t, http.MethodPost, s.tokenURL+"/token/refresh?tenant=acme", nil), 200)
 	must(do(t, http.MethodPost, s.tokenURL+"/token/refresh?tenant=acme", nil), 200) // limited
 	for _, tn := range []string{"t1", "t2", "t3"} {

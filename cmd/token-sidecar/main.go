@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/go-logr/logr"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
 )
@@ -34,6 +35,9 @@ func main() {
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
 		errLog.Warn("opentelemetry", "error", err.Error())
 	}))
+	// Its internal logger writes plain text straight to os.Stderr by
+	// default (not through package log): route it through slog too.
+	otel.SetLogger(logr.FromSlogHandler(errLog.With("logger", "opentelemetry").Handler()))
 	otel.SetTextMapPropagator(propagation.TraceContext{})
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
 		// run has logged why, or the flag package has printed the usage.

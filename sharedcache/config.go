@@ -18,8 +18,11 @@ const (
 	DefaultTimeout         = 200 * time.Millisecond
 	DefaultLease           = 5 * time.Second
 	DefaultKeyPollInterval = 10 * time.Second
-	DefaultBreakerFailures = 3
+	DefaultBreakerFailures = 5
 	DefaultBreakerDelay    = 5 * time.Second
+	// DefaultPoolSize is the connection pool's size unless the URL sets
+	// pool_size.
+	DefaultPoolSize = 32
 )
 
 // Config configures a Source. Inner, URL and KeyFile are required.
@@ -62,9 +65,11 @@ type Config struct {
 	// means DefaultKeyPollInterval.
 	KeyPollInterval time.Duration
 
-	// BreakerFailures is how many failed round trips in a row open the
-	// circuit breaker; BreakerDelay is how long it then stays open before
-	// one probe may pass. Zero means DefaultBreakerFailures and
+	// BreakerFailures is how many failed round trips among the last
+	// 2 × BreakerFailures open the circuit breaker (a timeout, a refused
+	// connection, an error reply; not a pool wait of this process's own);
+	// BreakerDelay is how long it then stays open before one probe may
+	// pass. Zero means DefaultBreakerFailures and
 	// DefaultBreakerDelay.
 	BreakerFailures int
 	BreakerDelay    time.Duration

@@ -30,7 +30,7 @@ func TestServerDownFallsBackAndTheBreakerOpens(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens there now
 	p := newPod(t, "redis://"+addr, writeKeyFile(t, newKey(t)))
-	for range 5 {
+	for range 8 {
 		fallsBack(t, p, key1)
 	}
 	if n := p.counter(t, "token_sidecar.shared_cache.fallbacks", "cause", "breaker_open"); n == 0 {
@@ -39,8 +39,8 @@ func TestServerDownFallsBackAndTheBreakerOpens(t *testing.T) {
 	if s := p.gauge(t, "token_sidecar.shared_cache.breaker.state"); s != 2 {
 		t.Fatalf("breaker state %d, want 2 (open)", s)
 	}
-	if n := p.counter(t, "token_sidecar.shared_cache.lookups", "outcome", "error"); n != 5 {
-		t.Fatalf("lookups{outcome=error} = %d, want 5", n)
+	if n := p.counter(t, "token_sidecar.shared_cache.lookups", "outcome", "error"); n != 8 {
+		t.Fatalf("lookups{outcome=error} = %d, want 8", n)
 	}
 	if !strings.Contains(p.logs.String(), addr) {
 		t.Fatalf("the log does not name the server %s:\n%s", addr, p.logs.String())
@@ -64,7 +64,7 @@ func TestSlowServerCostsOneTimeoutThenFallsBack(t *testing.T) {
 		}
 	}()
 	p := newPod(t, "redis://"+ln.Addr().String(), writeKeyFile(t, newKey(t)), func(c *Config) { c.Timeout = 50 * time.Millisecond })
-	for range 4 {
+	for range 7 {
 		fallsBack(t, p, key1)
 	}
 	if n := p.counter(t, "token_sidecar.shared_cache.fallbacks", "cause", "breaker_open"); n == 0 {
@@ -155,7 +155,7 @@ func TestSharingResumesWhenTheServerComesBack(t *testing.T) {
 	a, b := newPod(t, srv.URL(), keys, quick), newPod(t, srv.URL(), keys, quick)
 	mustFetch(t, a, miss(key1))
 	srv.Kill()
-	for range 4 {
+	for range 7 {
 		fallsBack(t, a, key1)
 		fallsBack(t, b, key1)
 	}

@@ -32,13 +32,16 @@ import (
 type Source struct {
 	cfg     Config
 	store   *store
+	notes   *notifier
 	ring    atomic.Pointer[keyring]
 	metrics *metrics
 	tracer  trace.Tracer
 	logger  *slog.Logger
 
 	stop chan struct{}
-	wg   sync.WaitGroup
+	// stopNotes ends the notifier's subscription.
+	stopNotes context.CancelFunc
+	wg        sync.WaitGroup
 }
 
 // New builds a Source from cfg. It does not wait for the server: a server
@@ -112,6 +115,11 @@ func New(cfg Config) (*Source, error) {
 	opts.WriteTimeout = cfg.Timeout
 	opts.PoolTimeout = cfg.Timeout
 	opts.DialerRetries = 1
+	if opts.PoolSize == 0 { // not set by the URL's pool_size
+		// Enough for the cache's default 64 concurrent fetches to rarely
+		// wait for a connection (go-redis's default is 10 per CPU).
+		opts.PoolSize = DefaultPoolSize
+	}
 	opts.ContextTimeoutEnabled = true
 	opts.MaxRetries = -1
 	opts.DisableIdentity = true // CLIENT SETINFO is Redis 7.2+; we support 6+
@@ -131,7 +139,7 @@ func New(cfg Config) (*Source, error) {
 		tracer:  s.tracer,
 	}
 	st.breaker = circuitbreaker.NewBuilder[any]().
-		WithFailureThreshold(uint(cfg.BreakerFailures)).
+		WithFailureThresholdRatio(uint(cfg.BreakerFailures), uint(2*cfg.BreakerFailures)).
 		WithDelay(cfg.BreakerDelay).
 		WithSuccessThreshold(1).
 		OnStateChanged(s.breakerChanged).
@@ -144,10 +152,18 @@ func New(cfg Config) (*Source, error) {
 	st.metrics = s.metrics
 	s.store = st
 
+	s.notes = newNotifier(st.rdb, cfg.Prefix+"released", cfg.Timeout, st.breaker.IsOpen)
+	var notesCtx context.Context
+	notesCtx, s.stopNotes = context.WithCancel(context.Background())
+
 	sum := sha256.Sum256(data)
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go s.watchKeys(sum)
 	go s.greet()
+	go func() {
+		defer s.wg.Done()
+		s.notes.run(notesCtx)
+	}()
 	return s, nil
 }
 
@@ -158,6 +174,7 @@ func (s *Source) Server() string { return s.store.server }
 // running fall back to the inner Source.
 func (s *Source) Close() error {
 	close(s.stop)
+	s.stopNotes()
 	s.wg.Wait()
 	if s.metrics.reg != nil {
 		_ = s.metrics.reg.Unregister()
@@ -371,40 +388,59 @@ func (s *Source) leased(ctx context.Context, req cache.FetchRequest, ring *keyri
 }
 
 // Polling while another sidecar holds the lease: the first look after
-// pollFirst, then doubling up to pollMax, each ±25 %. bench/README.md
-// ("Shared cache: waiting for the lease holder") has the measurement
-// behind polling rather than pub/sub.
+// the first delay, then doubling up to the cap, each ±25 %. While the
+// notifier is subscribed the holder's release wakes the waiter at once, and
+// polling only covers a lost message or a dead holder (whose lease runs out
+// silently); while it is not, polling is all there is. bench/README.md
+// ("Shared cache: waiting for the lease holder") has the measurements.
 const (
-	pollFirst = 5 * time.Millisecond
-	pollMax   = 100 * time.Millisecond
+	notifiedPollFirst = 100 * time.Millisecond
+	notifiedPollMax   = time.Second
+	pollFirst         = 5 * time.Millisecond
+	pollMax           = 100 * time.Millisecond
 )
 
-// waitFor polls until an entry that answers req appears (true), the lease
+// waitFor waits until an entry that answers req appears (true), the lease
 // is free (false), or ctx ends.
 func (s *Source) waitFor(ctx context.Context, req cache.FetchRequest, ring *keyring, n names) (sharedEntry, bool, error) {
-	delay := pollFirst
+	first, most := pollFirst, pollMax
+	if s.notes.live.Load() {
+		first, most = notifiedPollFirst, notifiedPollMax
+	}
+	delay := first
 	for {
-		t := time.NewTimer(jitter(delay))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return sharedEntry{}, false, ctx.Err()
-		case <-t.C:
-		}
-		delay = min(2*delay, pollMax)
+		// Registered before the look, so that a release between the two
+		// is not missed.
+		woken, done := s.notes.wait(n.lease)
 		vals, ttl, err := s.store.poll(ctx, n.entries, n.lease)
 		if err != nil {
+			done()
 			return sharedEntry{}, false, err
 		}
 		if e, found := s.open(ctx, ring, req.Key, vals, false); found && s.accepts(req, e) {
+			done()
 			return e, true, nil
 		}
 		switch ttl {
 		case -2: // no lease
+			done()
 			return sharedEntry{}, false, nil
 		case -1:
+			done()
 			return sharedEntry{}, false, errStuckLease
 		}
+		t := time.NewTimer(jitter(delay))
+		select {
+		case <-ctx.Done():
+		case <-woken:
+		case <-t.C:
+		}
+		t.Stop()
+		done()
+		if ctx.Err() != nil {
+			return sharedEntry{}, false, ctx.Err()
+		}
+		delay = min(2*delay, most)
 	}
 }
 
@@ -413,7 +449,7 @@ func (s *Source) waitFor(ctx context.Context, req cache.FetchRequest, ring *keyr
 func (s *Source) hold(ctx context.Context, req cache.FetchRequest, ring *keyring, n names, owner string) (cache.Token, string, error) {
 	defer func() {
 		// Released even when the fetch's context has ended.
-		_ = s.store.release(context.WithoutCancel(ctx), n.lease, owner)
+		_ = s.store.release(context.WithoutCancel(ctx), n.lease, owner, s.notes.channel)
 	}()
 	// The previous holder may have shared its token and released the lease
 	// between this sidecar's look-up and its acquisition.

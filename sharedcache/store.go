@@ -23,8 +23,13 @@ var errBreakerOpen = errors.New("sharedcache: circuit breaker open")
 // exchange is harmless, so the lease saves exchanges, it does not guard
 // safety.
 var (
-	releaseScript = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`)
-	renewScript   = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end return 0`)
+	// release also tells every sidecar waiting for the lease (ARGV[2] is
+	// the notification channel), whether or not a token was shared.
+	releaseScript = redis.NewScript(`local n = 0
+if redis.call("GET", KEYS[1]) == ARGV[1] then n = redis.call("DEL", KEYS[1]) end
+redis.call("PUBLISH", ARGV[2], KEYS[1])
+return n`)
+	renewScript = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end return 0`)
 )
 
 // store is the Redis side: every command under the per-command timeout,
@@ -62,9 +67,12 @@ func (s *store) do(ctx context.Context, command string, fn func(ctx context.Cont
 	switch {
 	case !failed:
 		s.breaker.RecordSuccess()
-	case ctx.Err() != nil:
-		// The caller gave up; that says nothing about the server.
+	case ctx.Err() != nil, errors.Is(err, redis.ErrPoolTimeout):
+		// The caller gave up, or this process had all its connections
+		// busy (a burst on a starved CPU): that says nothing about the
+		// server. The caller still falls back.
 		s.breaker.RecordSuccess()
+		span.SetStatus(codes.Error, err.Error())
 	default:
 		s.breaker.RecordFailure()
 		// Redis error texts carry no command arguments; they may name the
@@ -145,10 +153,11 @@ func (s *store) renew(ctx context.Context, lease, owner string, ttl time.Duratio
 	return n == 1, err
 }
 
-// release drops the lease if owner still holds it.
-func (s *store) release(ctx context.Context, lease, owner string) error {
+// release drops the lease if owner still holds it, and publishes its name
+// on channel.
+func (s *store) release(ctx context.Context, lease, owner, channel string) error {
 	return s.do(ctx, "EVALSHA release", func(ctx context.Context) error {
-		return releaseScript.Run(ctx, s.rdb, []string{lease}, owner).Err()
+		return releaseScript.Run(ctx, s.rdb, []string{lease}, owner, channel).Err()
 	})
 }
 

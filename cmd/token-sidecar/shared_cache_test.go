@@ -2,11 +2,17 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/token-sidecar/token-sidecar/sharedcache/redistest"
 )
 
 func TestSharedCacheConfigurationErrors(t *testing.T) {
@@ -52,4 +58,81 @@ func TestSharedCacheURLFromTheEnvironment(t *testing.T) {
 		cfg.SharedCacheTimeout.String() != "200ms" || cfg.SharedCachePrefix != "token-sidecar:" {
 		t.Fatalf("cfg = %+v", cfg)
 	}
+}
+
+func TestDashboardSharedCacheMetricsExist(t *testing.T) {
+	raw, err := os.ReadFile("../../charts/token-sidecar/dashboards/token-sidecar.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatal(err)
+	}
+	var exprs []string
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			if strings.Contains(tg.Expr, "token_sidecar_shared_cache_") {
+				exprs = append(exprs, tg.Expr)
+			}
+		}
+	}
+	names := metricNames(exprs)
+	if len(names) < 5 {
+		t.Fatalf("the dashboard queries only %d shared-cache metrics: %v", len(names), names)
+	}
+
+	srv := redistest.Start(t)
+	f := newFakes(t)
+	for _, tenant := range []string{"acme", "other", "during-outage"} {
+		f.addTenant(tenant)
+	}
+	env := f.env()
+	env["SIDECAR_SHARED_CACHE_URL"] = srv.URL()
+	env["SIDECAR_SHARED_CACHE_KEY_FILE"] = writeSharedCacheKeyFile(t)
+	a, b := startSidecar(t, env), startSidecar(t, env)
+	defer a.stop(t)
+	defer b.stop(t)
+	for _, step := range []struct {
+		s      *sidecar
+		tenant string
+	}{{a, "acme"}, {b, "acme"}, {b, "other"}} {
+		if ans := step.s.token(t, step.tenant); ans.Status != http.StatusOK {
+			t.Fatalf("%s: %d %s", step.tenant, ans.Status, ans.Code)
+		}
+	}
+	srv.Kill()
+	if ans := b.token(t, "during-outage"); ans.Status != http.StatusOK {
+		t.Fatalf("with Redis down: %d %s", ans.Status, ans.Code)
+	}
+	exposed := map[string]bool{}
+	for _, line := range strings.Split(fetchMetrics(t, b), "\n") {
+		if i := strings.IndexAny(line, "{ "); i > 0 && line[0] != '#' {
+			exposed[line[:i]] = true
+		}
+	}
+	for _, n := range names {
+		if !exposed[n] && !exposed[n+"_bucket"] {
+			t.Errorf("the dashboard queries %s, which /metrics does not have", n)
+		}
+	}
+}
+
+func writeSharedCacheKeyFile(t *testing.T) string {
+	t.Helper()
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "shared-cache-keys")
+	if err := os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

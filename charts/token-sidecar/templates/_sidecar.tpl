@@ -17,7 +17,15 @@ it is the other way round, and the init container gets restartPolicy Always.
 Keep token-sidecar.initContainer first among your init containers so the
 ones after it can get tokens.
 
-No volumes are needed: the sidecar writes nothing to disk.
+No volumes are needed (the sidecar writes nothing to disk) unless the shared
+cache is on (sharedCache.urlFrom): its key file is mounted from a Secret, and
+your pod spec must then list the volume too. token-sidecar.volumes renders it
+(one list item, or nothing when the shared cache is off):
+
+      {{- with include "token-sidecar.volumes" $sidecar }}
+      volumes:
+        {{- . | nindent 8 }}
+      {{- end }}
 */}}
 
 {{- define "token-sidecar.container" -}}
@@ -31,6 +39,29 @@ No volumes are needed: the sidecar writes nothing to disk.
 {{- include "token-sidecar.checkScope" . -}}
 {{- if .Values.nativeSidecar -}}
 {{- include "token-sidecar.containerSpec" (dict "scope" . "native" true) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The shared cache's key file: where it is mounted, and its volume's name.
+*/}}
+{{- define "token-sidecar.sharedCacheKeyDir" -}}/etc/token-sidecar/shared-cache{{- end -}}
+{{- define "token-sidecar.sharedCacheVolume" -}}{{ .Values.containerName }}-shared-cache-keys{{- end -}}
+
+{{- define "token-sidecar.volumes" -}}
+{{- include "token-sidecar.checkScope" . -}}
+{{- with .Values.sharedCache -}}
+{{- if .urlFrom }}
+- name: {{ include "token-sidecar.sharedCacheVolume" $ }}
+  secret:
+    secretName: {{ .keySecret.name }}
+    items:
+      - key: {{ .keySecret.key }}
+        path: keys
+    # The sidecar runs as 65532 whatever the pod's fsGroup: the file must be
+    # readable by others. Only the sidecar container mounts it.
+    defaultMode: 0444
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
@@ -105,6 +136,21 @@ the rest. Numbers from values files arrive as float64 and would print as
   valueFrom:
     {{- toYaml . | nindent 4 }}
 {{- end -}}
+{{- with .Values.sharedCache }}
+{{- if .urlFrom }}
+- name: SIDECAR_SHARED_CACHE_URL
+  valueFrom:
+    {{- toYaml .urlFrom | nindent 4 }}
+- name: SIDECAR_SHARED_CACHE_KEY_FILE
+  value: {{ printf "%s/keys" (include "token-sidecar.sharedCacheKeyDir" $) | quote }}
+{{- range $key, $env := dict "timeout" "SIDECAR_SHARED_CACHE_TIMEOUT" "prefix" "SIDECAR_SHARED_CACHE_PREFIX" "lease" "SIDECAR_SHARED_CACHE_LEASE" }}
+{{- with index $.Values.sharedCache $key }}
+- name: {{ $env }}
+  value: {{ toString . | quote }}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- if $cfg.demo }}
 - name: SIDECAR_DEMO
   value: "true"
@@ -132,6 +178,17 @@ the rest. Numbers from values files arrive as float64 and would print as
 {{- end -}}
 {{- if eq .Values.portNames.token .Values.portNames.admin -}}
 {{- fail "token-sidecar: portNames.token and portNames.admin must differ" -}}
+{{- end -}}
+{{- with .Values.sharedCache -}}
+{{- if and .urlFrom (not (and .keySecret .keySecret.name .keySecret.key)) -}}
+{{- fail "token-sidecar: sharedCache.keySecret (name and key of the Secret holding the key file) is required with sharedCache.urlFrom" -}}
+{{- end -}}
+{{- if and .keySecret (not .urlFrom) -}}
+{{- fail "token-sidecar: sharedCache.keySecret is set but sharedCache.urlFrom is not: set both to turn the shared cache on" -}}
+{{- end -}}
+{{- if and .urlFrom (not .urlFrom.secretKeyRef) -}}
+{{- fail "token-sidecar: sharedCache.urlFrom must be a secretKeyRef: the URL carries the server's password" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
@@ -176,6 +233,12 @@ Always).
   {{- with $v.extraEnvFrom }}
   envFrom:
     {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- if and $v.sharedCache $v.sharedCache.urlFrom }}
+  volumeMounts:
+    - name: {{ include "token-sidecar.sharedCacheVolume" $s }}
+      mountPath: {{ include "token-sidecar.sharedCacheKeyDir" $s }}
+      readOnly: true
   {{- end }}
   {{- with $v.probes }}
   {{- if and .startup .startup.enabled }}

@@ -77,11 +77,6 @@ func (m *member) token(t testing.TB, tenant string) tokenAnswer {
 	return do(t, http.MethodGet, m.url+"/token?tenant="+tenant, nil)
 }
 
-func (m *member) refresh(t testing.TB, tenant string) tokenAnswer {
-	t.Helper()
-	return do(t, http.MethodPost, m.url+"/token/refresh?tenant="+tenant, nil)
-}
-
 // upstreamCalls is every call either fake upstream received.
 func (fl *fleet) upstreamCalls() int { return fl.f.ts.TotalCalls() + fl.f.login.TotalCalls() }
 
@@ -168,9 +163,10 @@ func TestFleetForcedRefreshOnTwoPodsMakesOneExchange(t *testing.T) {
 	if a := pods[1].token(t, "acme"); a.AccessToken != old.AccessToken {
 		t.Fatalf("pod 1 did not get pod 0's token")
 	}
-	// Both pods' apps are refused with the old token.
-	first := pods[0].refresh(t, "acme")
-	second := pods[1].refresh(t, "acme")
+	// Both pods' apps are refused with the old token, and say so.
+	refused := map[string]string{"Authorization": "Bearer " + old.AccessToken}
+	first := do(t, http.MethodPost, pods[0].url+"/token/refresh?tenant=acme", refused)
+	second := do(t, http.MethodPost, pods[1].url+"/token/refresh?tenant=acme", refused)
 	if first.Status != http.StatusOK || first.AccessToken == old.AccessToken {
 		t.Fatalf("pod 0's refresh: %d %s, token changed %v", first.Status, first.Code, first.AccessToken != old.AccessToken)
 	}

@@ -147,3 +147,26 @@ func TestNewRefusesMissingOrBadSettingsWithoutQuotingTheURL(t *testing.T) {
 		})
 	}
 }
+
+func TestDuringARotationTheLaterOfTwoEntriesIsServed(t *testing.T) {
+	srv := redistest.Start(t)
+	k1, k2 := newKey(t), newKey(t)
+	p := newPod(t, srv.URL(), writeKeyFile(t, k2, k1))
+	ring := p.ring.Load()
+	n := p.namesOf(ring, key1)
+	old, _ := parseKeys([]byte(k1))
+	now := time.Now()
+	older := sharedEntry{token: cache.Token{AccessToken: "older", Lifetime: time.Hour, ExpiresAt: now.Add(10 * time.Minute)}}
+	newer := sharedEntry{token: cache.Token{AccessToken: "newer", Lifetime: time.Hour, ExpiresAt: now.Add(50 * time.Minute)}}
+	rdb := srv.Client()
+	// The newer token was written by a pod still on the old first key.
+	if err := rdb.Set(context.Background(), n.entries[0], ring.seal(key1, older.marshal()), time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Set(context.Background(), n.entries[1], old.seal(key1, newer.marshal()), time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustFetch(t, p, miss(key1)); got.AccessToken != "newer" {
+		t.Fatalf("served %q, want the later token", got.AccessToken)
+	}
+}

@@ -296,10 +296,13 @@ func (s *Source) adopt(ctx context.Context, req cache.FetchRequest, e sharedEntr
 	return e.token, resultAdopted, nil
 }
 
-// open returns the first of vals (one per ring key) that opens as an entry
-// of key. With count, it counts the look-up's outcome.
+// open returns, of vals (one per ring key), the entry of key that opens and
+// expires last: while pods disagree on the first key (a rotation rolling
+// out) each writes under its own first key's name, and the newer token may
+// be under either. With count, it counts the look-up's outcome.
 func (s *Source) open(ctx context.Context, ring *keyring, key cache.Key, vals [][]byte, count bool) (sharedEntry, bool) {
-	present := false
+	var best sharedEntry
+	present, found := false, false
 	for _, v := range vals {
 		if v == nil {
 			continue
@@ -313,23 +316,21 @@ func (s *Source) open(ctx context.Context, ring *keyring, key cache.Key, vals []
 		if err != nil {
 			continue
 		}
-		if count {
-			if s.cfg.Now().Before(e.token.UsableUntil()) {
-				s.metrics.lookup(ctx, lookupHit)
-			} else {
-				s.metrics.lookup(ctx, lookupMiss)
-			}
+		if !found || e.token.ExpiresAt.After(best.token.ExpiresAt) {
+			best, found = e, true
 		}
-		return e, true
 	}
 	if count {
-		if present {
-			s.metrics.lookup(ctx, lookupUndecryptable)
-		} else {
+		switch {
+		case found && s.cfg.Now().Before(best.token.UsableUntil()):
+			s.metrics.lookup(ctx, lookupHit)
+		case found || !present:
 			s.metrics.lookup(ctx, lookupMiss)
+		default:
+			s.metrics.lookup(ctx, lookupUndecryptable)
 		}
 	}
-	return sharedEntry{}, false
+	return best, found
 }
 
 // errStuckLease reports a lease without expiry, which no sidecar sets: the

@@ -136,3 +136,30 @@ func writeSharedCacheKeyFile(t *testing.T) string {
 	}
 	return path
 }
+
+func TestSharedCacheDownAtStartIsReadyAndServes(t *testing.T) {
+	f := newFakes(t)
+	f.addTenant("acme")
+	env := f.env()
+	env["SIDECAR_SHARED_CACHE_URL"] = "redis://:the-password@127.0.0.1:1" // nothing listens there
+	env["SIDECAR_SHARED_CACHE_KEY_FILE"] = writeSharedCacheKeyFile(t)
+	s := startSidecar(t, env)
+	defer s.stop(t)
+	resp, err := client.Get(s.adminURL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/readyz = %d with the shared cache down, want 200", resp.StatusCode)
+	}
+	for range 3 {
+		if a := s.token(t, "acme"); a.Status != http.StatusOK {
+			t.Fatalf("token with the shared cache down: %d %s", a.Status, a.Code)
+		}
+	}
+	logs := s.stderr.String()
+	if !strings.Contains(logs, `"shared_cache_server":"127.0.0.1:1"`) || strings.Contains(logs, "the-password") {
+		t.Fatalf("the log must name the server and never its password:\n%s", logs)
+	}
+}

@@ -23,6 +23,9 @@ const (
 	// DefaultPoolSize is the connection pool's size unless the URL sets
 	// pool_size.
 	DefaultPoolSize = 32
+	// DefaultMinIdleConns is how many connections are kept open (and
+	// dialled at start) unless the URL sets min_idle_conns.
+	DefaultMinIdleConns = 8
 )
 
 // Config configures a Source. Inner, URL and KeyFile are required.

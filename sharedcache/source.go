@@ -120,6 +120,12 @@ func New(cfg Config) (*Source, error) {
 		// wait for a connection (go-redis's default is 10 per CPU).
 		opts.PoolSize = DefaultPoolSize
 	}
+	if opts.MinIdleConns == 0 { // not set by the URL's min_idle_conns
+		// Dialled at start, in the background: a pod of a rollout gets its
+		// first burst of misses at once, which then need not all wait for
+		// dials under the 200 ms timeout.
+		opts.MinIdleConns = DefaultMinIdleConns
+	}
 	opts.ContextTimeoutEnabled = true
 	opts.MaxRetries = -1
 	opts.DisableIdentity = true // CLIENT SETINFO is Redis 7.2+; we support 6+

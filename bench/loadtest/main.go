@@ -28,6 +28,8 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -83,13 +85,19 @@ type options struct {
 	// memory
 	memTenants  int
 	memCapacity int
+
+	// fleet
+	fleetPods    []int
+	fleetTenants int
+	fleetWorkers int
+	fleetTimeout time.Duration
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.scenario, "scenario", "all", "hit-vs-static, mixed, flood, memory or all (all but flood, then flood)")
+	fs.StringVar(&o.scenario, "scenario", "all", "hit-vs-static, mixed, flood, memory, fleet (needs redis-server) or all (all but flood and fleet, then flood)")
 	fs.StringVar(&o.binary, "binary", "", "token-sidecar binary to measure; empty builds ./cmd/token-sidecar into a temporary directory")
 	fs.BoolVar(&o.json, "json", false, "also print the results as one JSON document")
 	fs.IntVar(&o.genProcs, "gen-procs", 1, "GOMAXPROCS of this load generator, which shares the machine with the sidecar (0 = leave the default)")
@@ -122,6 +130,10 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 
 	fs.IntVar(&o.memTenants, "memory-tenants", 20000, "memory: tenants warmed")
 	fs.IntVar(&o.memCapacity, "memory-capacity", 30000, "memory: -cache-capacity of the sidecar (above -memory-tenants, so nothing is evicted)")
+	fleetPods := fs.String("fleet-pods", "1,3,10", "fleet: the fleet sizes to run, comma-separated")
+	fs.IntVar(&o.fleetTenants, "fleet-tenants", 1000, "fleet: tenants every sidecar asks for in the burst")
+	fs.IntVar(&o.fleetWorkers, "fleet-workers", 64, "fleet: requests in flight per sidecar")
+	fs.DurationVar(&o.fleetTimeout, "fleet-shared-cache-timeout", time.Second, "fleet: -shared-cache-timeout of the sidecars (the default 200ms times out when ten sidecars share two CPUs)")
 
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -129,8 +141,15 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
+	for _, p := range strings.Split(*fleetPods, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil || n < 1 {
+			return o, fmt.Errorf("-fleet-pods: %q is not a positive count", p)
+		}
+		o.fleetPods = append(o.fleetPods, n)
+	}
 	switch o.scenario {
-	case "hit-vs-static", "mixed", "flood", "memory", "all":
+	case "hit-vs-static", "mixed", "flood", "memory", "fleet", "all":
 	default:
 		return o, fmt.Errorf("unknown -scenario %q", o.scenario)
 	}
@@ -216,6 +235,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			rep.Flood, err = runFlood(ctx, o, stderr)
 			if err == nil {
 				rep.printFlood(stdout)
+			}
+		case "fleet":
+			rep.Fleet, err = runFleet(ctx, o, stderr)
+			if err == nil {
+				rep.printFleet(stdout)
 			}
 		}
 		if err != nil {

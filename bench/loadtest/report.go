@@ -35,6 +35,7 @@ type report struct {
 	Mixed        *mixedResult       `json:"mixed,omitempty"`
 	Memory       *memoryResult      `json:"memory,omitempty"`
 	Flood        *floodResult       `json:"flood,omitempty"`
+	Fleet        *fleetResult       `json:"fleet,omitempty"`
 
 	settle time.Duration
 }

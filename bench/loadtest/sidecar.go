@@ -59,6 +59,8 @@ type sidecarOptions struct {
 	// gctrace sets GODEBUG=gctrace=1, so that the live heap after each GC
 	// can be read from the sidecar's stderr.
 	gctrace bool
+	// extraEnv is added to the sidecar's environment (NAME=value).
+	extraEnv []string
 }
 
 // sidecar is a running token-sidecar process.
@@ -150,7 +152,7 @@ func sidecarEnv(o sidecarOptions) []string {
 	if o.gctrace {
 		env = append(env, "GODEBUG=gctrace=1")
 	}
-	return env
+	return append(env, o.extraEnv...)
 }
 
 // gcLine matches the heap sizes of a gctrace line:

@@ -14,6 +14,7 @@ import (
 
 	"github.com/token-sidecar/token-sidecar/cache"
 	"github.com/token-sidecar/token-sidecar/proxy"
+	"github.com/token-sidecar/token-sidecar/sharedcache"
 	"github.com/token-sidecar/token-sidecar/upstream"
 )
 
@@ -65,6 +66,11 @@ type config struct {
 	RefreshRetryInterval time.Duration
 	PrefetchTenants      []cache.Key
 	PrefetchTimeout      time.Duration
+	SharedCacheURL       string
+	SharedCacheKeyFile   string
+	SharedCacheTimeout   time.Duration
+	SharedCachePrefix    string
+	SharedCacheLease     time.Duration
 
 	MetricsTenantLabel bool
 	ShutdownTimeout    time.Duration
@@ -122,6 +128,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.DurationVar(&cfg.RefreshRetryInterval, "refresh-retry-interval", 5*time.Second, "longest wait before a failed refresh ahead is tried again (or a quarter of the time left before the safety margin, if shorter; at least 1s)")
 	fs.StringVar(&prefetch, "prefetch-tenants", "", "comma-separated tenants (tenant or provider:tenant) fetched at start; /readyz waits for them")
 	fs.DurationVar(&cfg.PrefetchTimeout, "prefetch-timeout", 30*time.Second, "longest /readyz waits for -prefetch-tenants")
+	fs.StringVar(&cfg.SharedCacheURL, "shared-cache-url", "", "redis:// or rediss:// URL of a Redis 6+ or Valkey server whose tokens all sidecars naming it share (empty = no shared cache)")
+	fs.StringVar(&cfg.SharedCacheKeyFile, "shared-cache-key-file", "", "file of base64 32-byte keys, one a line, that seal and name shared entries: the first seals, all open (required with -shared-cache-url)")
+	fs.DurationVar(&cfg.SharedCacheTimeout, "shared-cache-timeout", sharedcache.DefaultTimeout, "timeout of one shared-cache command; slower answers make the sidecar fetch on its own")
+	fs.StringVar(&cfg.SharedCachePrefix, "shared-cache-prefix", sharedcache.DefaultPrefix, "prefix of every name the sidecar writes to the shared cache")
+	fs.DurationVar(&cfg.SharedCacheLease, "shared-cache-lease", sharedcache.DefaultLease, "fleet fetch lease: renewed while its holder fetches, so the longest a dead holder delays the others")
 	fs.BoolVar(&cfg.MetricsTenantLabel, "metrics-tenant-label", false, "label metrics with the tenant ID (mind the cardinality)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight requests may take to finish on SIGTERM")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -243,6 +254,17 @@ func (c config) validate() error {
 	}
 	if c.CacheCapacity < 1 {
 		errs = append(errs, fmt.Errorf("-cache-capacity must be at least 1, got %d", c.CacheCapacity))
+	}
+	if c.SharedCacheURL != "" {
+		if err := sharedcache.CheckURL(c.SharedCacheURL); err != nil {
+			errs = append(errs, fmt.Errorf("-shared-cache-url: %w", err))
+		}
+		if c.SharedCacheKeyFile == "" {
+			errs = append(errs, errors.New("-shared-cache-key-file / SIDECAR_SHARED_CACHE_KEY_FILE is required with -shared-cache-url"))
+		}
+		if c.SharedCacheTimeout <= 0 || c.SharedCacheLease < 3*c.SharedCacheTimeout || c.SharedCachePrefix == "" {
+			errs = append(errs, errors.New("-shared-cache-timeout must be positive, -shared-cache-lease at least three timeouts, -shared-cache-prefix not empty"))
+		}
 	}
 	if c.RefreshAt < 0.1 || c.RefreshAt > 0.99 {
 		errs = append(errs, fmt.Errorf("-refresh-at must be between 0.1 and 0.99, got %v", c.RefreshAt))

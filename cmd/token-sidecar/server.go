@@ -120,8 +120,13 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	if err != nil {
 		return err
 	}
+	fetcher, closeShared, err := withSharedCache(cfg, source, logger, tel)
+	if err != nil {
+		return err
+	}
+	defer closeShared()
 	tokens, err := cache.New(cache.Config{
-		Source:               source,
+		Source:               fetcher,
 		Capacity:             cfg.CacheCapacity,
 		MaxConcurrentFetches: cfg.MaxConcurrentFetches,
 		RefreshAt:            cfg.RefreshAt,

@@ -17,13 +17,15 @@ it is the other way round, and the init container gets restartPolicy Always.
 Keep token-sidecar.initContainer first among your init containers so the
 ones after it can get tokens.
 
-No volumes are needed: the sidecar writes nothing to disk. With
-credentialKeys.secretName set, the sidecar reads its JWK Set from a Secret:
-add the volume to your pod's volumes with token-sidecar.volumes, which
-renders that one list item (or nothing):
+No volumes are needed (the sidecar writes nothing to disk) unless it reads
+keys from Secrets: the JWK Set of credentialKeys.secretName, or the shared
+cache's key file (sharedCache.urlFrom). Your pod spec must then list those
+volumes too; token-sidecar.volumes renders them (list items, or nothing):
 
+      {{- with include "token-sidecar.volumes" $sidecar }}
       volumes:
-        {{- include "token-sidecar.volumes" $sidecar | nindent 8 }}
+        {{- . | nindent 8 }}
+      {{- end }}
 */}}
 
 {{- define "token-sidecar.container" -}}
@@ -37,6 +39,43 @@ renders that one list item (or nothing):
 {{- include "token-sidecar.checkScope" . -}}
 {{- if .Values.nativeSidecar -}}
 {{- include "token-sidecar.containerSpec" (dict "scope" . "native" true) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The shared cache's key file: where it is mounted, and its volume's name.
+*/}}
+{{- define "token-sidecar.sharedCacheKeyDir" -}}/etc/token-sidecar/shared-cache{{- end -}}
+{{- define "token-sidecar.sharedCacheVolume" -}}{{ .Values.containerName }}-shared-cache-keys{{- end -}}
+
+{{/*
+token-sidecar.volumes: the pod volumes of the Secrets the sidecar reads, as
+list items, or nothing. The credential keys Secret is mounted whole as a
+directory (never with subPath, which Kubernetes does not update), so a
+rotated key reaches the sidecar in place.
+*/}}
+{{- define "token-sidecar.volumes" -}}
+{{- include "token-sidecar.checkScope" . -}}
+{{- with .Values.credentialKeys -}}
+{{- if .secretName }}
+- name: {{ include "token-sidecar.credentialKeysVolume" $ }}
+  secret:
+    secretName: {{ .secretName | quote }}
+    # The sidecar runs as 65532 whatever the pod's fsGroup: its files must be
+    # readable by others. Only the sidecar container mounts it.
+    defaultMode: 0444
+{{- end -}}
+{{- end -}}
+{{- with .Values.sharedCache -}}
+{{- if .urlFrom }}
+- name: {{ include "token-sidecar.sharedCacheVolume" $ }}
+  secret:
+    secretName: {{ .keySecret.name }}
+    items:
+      - key: {{ .keySecret.key }}
+        path: keys
+    defaultMode: 0444
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
@@ -118,6 +157,21 @@ the rest. Numbers from values files arrive as float64 and would print as
   valueFrom:
     {{- toYaml . | nindent 4 }}
 {{- end -}}
+{{- with .Values.sharedCache }}
+{{- if .urlFrom }}
+- name: SIDECAR_SHARED_CACHE_URL
+  valueFrom:
+    {{- toYaml .urlFrom | nindent 4 }}
+- name: SIDECAR_SHARED_CACHE_KEY_FILE
+  value: {{ printf "%s/keys" (include "token-sidecar.sharedCacheKeyDir" $) | quote }}
+{{- range $key, $env := dict "timeout" "SIDECAR_SHARED_CACHE_TIMEOUT" "prefix" "SIDECAR_SHARED_CACHE_PREFIX" "lease" "SIDECAR_SHARED_CACHE_LEASE" }}
+{{- with index $.Values.sharedCache $key }}
+- name: {{ $env }}
+  value: {{ toString . | quote }}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- if $cfg.demo }}
 - name: SIDECAR_DEMO
   value: "true"
@@ -165,24 +219,15 @@ the rest. Numbers from values files arrive as float64 and would print as
 {{- fail "token-sidecar: credentialKeys.requireEncrypted needs credentialKeys.secretName (the JWK Set that opens the credentials)" -}}
 {{- end -}}
 {{- end -}}
+{{- with .Values.sharedCache -}}
+{{- if and .urlFrom (not (and .keySecret .keySecret.name .keySecret.key)) -}}
+{{- fail "token-sidecar: sharedCache.keySecret (name and key of the Secret holding the key file) is required with sharedCache.urlFrom" -}}
 {{- end -}}
-
-{{/*
-token-sidecar.volumes: the pod volume of the credential keys Secret, as one
-list item, or nothing when credentialKeys.secretName is empty. The whole
-Secret is mounted as a directory (never with subPath, which Kubernetes does
-not update), so a rotated key reaches the sidecar in place. Its files are
-owned by root: mode 0444 lets the sidecar's non-root user read them without
-an fsGroup; only the sidecar container mounts the volume.
-*/}}
-{{- define "token-sidecar.volumes" -}}
-{{- include "token-sidecar.checkScope" . -}}
-{{- with .Values.credentialKeys -}}
-{{- if .secretName -}}
-- name: {{ include "token-sidecar.credentialKeysVolume" $ }}
-  secret:
-    secretName: {{ .secretName | quote }}
-    defaultMode: 0444
+{{- if and .keySecret (not .urlFrom) -}}
+{{- fail "token-sidecar: sharedCache.keySecret is set but sharedCache.urlFrom is not: set both to turn the shared cache on" -}}
+{{- end -}}
+{{- if and .urlFrom (not .urlFrom.secretKeyRef) -}}
+{{- fail "token-sidecar: sharedCache.urlFrom must be a secretKeyRef: the URL carries the server's password" -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
@@ -233,11 +278,20 @@ Always).
   envFrom:
     {{- toYaml . | nindent 4 }}
   {{- end }}
-  {{- if and $v.credentialKeys $v.credentialKeys.secretName }}
+  {{- $credKeys := and $v.credentialKeys $v.credentialKeys.secretName }}
+  {{- $sharedKeys := and $v.sharedCache $v.sharedCache.urlFrom }}
+  {{- if or $credKeys $sharedKeys }}
   volumeMounts:
+    {{- if $credKeys }}
     - name: {{ include "token-sidecar.credentialKeysVolume" $s }}
       mountPath: {{ $v.credentialKeys.mountPath | quote }}
       readOnly: true
+    {{- end }}
+    {{- if $sharedKeys }}
+    - name: {{ include "token-sidecar.sharedCacheVolume" $s }}
+      mountPath: {{ include "token-sidecar.sharedCacheKeyDir" $s }}
+      readOnly: true
+    {{- end }}
   {{- end }}
   {{- with $v.probes }}
   {{- if and .startup .startup.enabled }}

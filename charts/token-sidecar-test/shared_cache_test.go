@@ -102,3 +102,33 @@ func TestSharedCacheBadValuesFail(t *testing.T) {
 		})
 	}
 }
+
+// TestCredentialKeysAndSharedCacheTogether: with both Secrets set, the
+// sidecar mounts both read-only, each at its own path, and the pod gets both
+// volumes — one template renders them, so neither may hide the other.
+func TestCredentialKeysAndSharedCacheTogether(t *testing.T) {
+	m := mustRender(t, loadChart(t), values(t, "values-shared-cache.yaml", `credentialKeys: {secretName: sidecar-jwks, key: keys.json}`))
+	pod := &m.onlyDeployment(t).Spec.Template.Spec
+	c, _ := sidecar(t, pod)
+	if len(c.VolumeMounts) != 2 || len(pod.Volumes) != 2 {
+		t.Fatalf("mounts %+v, volumes %+v: want two of each", c.VolumeMounts, pod.Volumes)
+	}
+	vols := map[string]bool{}
+	for _, v := range pod.Volumes {
+		vols[v.Name] = v.Secret != nil
+	}
+	paths := map[string]bool{}
+	for _, vm := range c.VolumeMounts {
+		if !vm.ReadOnly || !vols[vm.Name] {
+			t.Errorf("mount %+v: want read-only, of a Secret volume of the pod", vm)
+		}
+		paths[vm.MountPath] = true
+	}
+	if !paths["/etc/token-sidecar/credential-keys"] || !paths["/etc/token-sidecar/shared-cache"] {
+		t.Errorf("mount paths %v", paths)
+	}
+	env := envMap(t, c)
+	if env["SIDECAR_CREDENTIAL_KEYS_FILE"] == "" || env["SIDECAR_SHARED_CACHE_KEY_FILE"] == "" {
+		t.Errorf("env %v: want both key files named", env)
+	}
+}

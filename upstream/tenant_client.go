@@ -54,9 +54,7 @@ type TenantClient struct {
 	base        *url.URL
 	host        string // hostKey(base): the breaker's key
 	serviceName string
-	req         requester
-	retry       retrier
-	log         *slog.Logger
+	call        *caller
 	open        *credentialOpener
 }
 
@@ -69,7 +67,7 @@ func NewTenantClient(cfg TenantClientConfig) (*TenantClient, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upstream: %w", err)
 	}
-	req, r, err := cfg.build(callSetup{
+	call, err := newCaller(cfg.CallConfig, callerSpec{
 		upstream:       TenantService,
 		spanName:       "tenant_service.fetch",
 		exhausted:      CodeTenantServiceUnavailable,
@@ -91,15 +89,15 @@ func NewTenantClient(cfg TenantClientConfig) (*TenantClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &TenantClient{
+	c := &TenantClient{
 		base:        base,
 		host:        hostKey(base),
 		serviceName: name,
-		req:         req,
-		retry:       r,
-		log:         r.log,
+		call:        call,
 		open:        open,
-	}, nil
+	}
+	call.classify = c.classify
+	return c, nil
 }
 
 // GenesysCredentials fetches the tenant's Genesys OAuth client. The caller
@@ -115,8 +113,8 @@ func NewTenantClient(cfg TenantClientConfig) (*TenantClient, error) {
 // CredentialDecryption). A secret that arrived as a JWE is its plaintext,
 // in a slice of its own that Wipe zeroes like a plain one.
 func (c *TenantClient) GenesysCredentials(ctx context.Context, tenant string) (_ *Credentials, err error) {
-	ctx, call := c.retry.tel.begin(ctx, tenant, spanAttrProvider.String(ProviderGenesys))
-	defer func() { call.end(err) }()
+	ctx, span := c.call.tel.begin(ctx, tenant, spanAttrProvider.String(ProviderGenesys))
+	defer func() { span.end(err) }()
 	o, err := c.fetch(ctx, tenant, ProviderGenesys)
 	if err != nil {
 		return nil, err
@@ -152,7 +150,7 @@ func (c *TenantClient) GenesysCredentials(ctx context.Context, tenant string) (_
 		clear(body.ClientSecret)
 		return nil, c.invalidCause(o, err)
 	}
-	c.log.LogAttrs(ctx, slog.LevelDebug, "tenant credentials fetched",
+	c.call.log.LogAttrs(ctx, slog.LevelDebug, "tenant credentials fetched",
 		slog.String("upstream", TenantService), slog.String("tenant", tenant),
 		slog.String("provider", ProviderGenesys), regionAttr(body.Region), slog.Int("attempts", o.attempt))
 	return &Credentials{Tenant: tenant, ClientID: body.ClientID, ClientSecret: secret, Region: body.Region}, nil
@@ -187,8 +185,8 @@ func (t StaticToken) LogValue() slog.Value {
 // GenesysCredentials; an accessToken may arrive as a JWE too. The token is
 // a string, as the cache serves it.
 func (c *TenantClient) StaticToken(ctx context.Context, tenant, provider string) (_ StaticToken, err error) {
-	ctx, call := c.retry.tel.begin(ctx, tenant, spanAttrProvider.String(provider))
-	defer func() { call.end(err) }()
+	ctx, span := c.call.tel.begin(ctx, tenant, spanAttrProvider.String(provider))
+	defer func() { span.end(err) }()
 	o, err := c.fetch(ctx, tenant, provider)
 	if err != nil {
 		return StaticToken{}, err
@@ -241,15 +239,7 @@ func (c *TenantClient) fetch(ctx context.Context, tenant, provider string) (*out
 		req.Header.Set("Accept", "application/json")
 		return req, nil
 	}
-	o, err := c.retry.run(ctx, tenant, c.host, func(ctx context.Context) *outcome {
-		o := c.req.do(ctx, build)
-		o.verdict = c.classify(o)
-		return o
-	})
-	if err != nil {
-		return nil, err
-	}
-	return o, nil
+	return c.call.call(ctx, tenant, c.host, build)
 }
 
 // checkSegment refuses path segments that escaping cannot make safe: ""
@@ -271,22 +261,21 @@ func checkSegment(what, s string) error {
 // will not fix it, so they end the call with TENANT_SERVICE_UNAVAILABLE
 // without a retry, for operators to see. The same holds for every other
 // 4xx except 400, 404, 408 and 429.
-func (c *TenantClient) classify(o *outcome) verdict {
-	if v, done := c.retry.transientVerdict(o); done {
-		return v
+func (c *TenantClient) classify(o *outcome) result {
+	if r, done := c.call.common(o); done {
+		return r
 	}
 	switch s := o.status; {
 	case s == http.StatusOK:
-		return verdict{ok: true}
+		return result{}
 	case s == http.StatusNotFound:
-		return verdict{code: CodeCredentialsNotFound, reason: "HTTP 404"}
+		return result{code: CodeCredentialsNotFound, reason: "HTTP 404"}
 	case s == http.StatusBadRequest:
-		return verdict{code: CodeInvalidRequest, reason: "HTTP 400"}
+		return result{code: CodeInvalidRequest, reason: "HTTP 400"}
 	case s >= 400:
-		return verdict{code: CodeTenantServiceUnavailable, reason: "HTTP " + strconv.Itoa(s)}
+		return result{code: CodeTenantServiceUnavailable, reason: "HTTP " + strconv.Itoa(s)}
 	default:
-		return verdict{code: CodeUpstreamInvalidResponse, reason: "HTTP " + strconv.Itoa(s),
-			cause: fmt.Errorf("unexpected HTTP %d", s)}
+		return result{code: CodeUpstreamInvalidResponse, reason: "HTTP " + strconv.Itoa(s)}
 	}
 }
 

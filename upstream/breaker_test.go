@@ -520,7 +520,7 @@ func TestBreakerConfigDefaultsAndValidation(t *testing.T) {
 
 func TestBreakerCountsOnlyHostFaults(t *testing.T) {
 	t.Parallel()
-	c := &LoginClient{call: testCaller(t, 0.5)}
+	c := testCaller(t, 0.5)
 	cases := []struct {
 		o    outcome
 		want bool
@@ -544,7 +544,7 @@ func TestBreakerCountsOnlyHostFaults(t *testing.T) {
 		if tc.o.header == nil {
 			tc.o.header = http.Header{}
 		}
-		if got := c.classify(&tc.o).hostFault; got != tc.want {
+		if got := classifyLogin(c, &tc.o).hostFault; got != tc.want {
 			t.Errorf("status %d err %v: hostFault %v, want %v", tc.o.status, tc.o.err, got, tc.want)
 		}
 	}

@@ -28,9 +28,7 @@ import (
 type caller struct {
 	upstream  string // TenantService or GenesysLogin
 	exhausted Code   // the code when every attempt failed transiently, or the caller gave up
-	// classify decides one attempt; set by the client that owns the caller,
-	// before the first call.
-	classify func(*outcome) result
+	classify  classifier
 
 	client  *http.Client
 	timeout time.Duration // per attempt, body included; never 0
@@ -48,12 +46,19 @@ type caller struct {
 	rand func() float64 // in [0,1)
 }
 
+// classifier is an upstream's rule for what one attempt means. It sees the
+// whole answer (the body is wiped after it returns unless the result is a
+// success) and may note facts of the answer on o (oauthError). c.common
+// decides what both upstreams treat alike.
+type classifier func(c *caller, o *outcome) result
+
 // callerSpec is what tells the two upstreams' callers apart, beside the
-// CallConfig they share.
+// CallConfig they share. Every field is required but the rate-limit range.
 type callerSpec struct {
 	upstream       string // TenantService or GenesysLogin
 	spanName       string
 	exhausted      Code
+	classify       classifier
 	defaultTimeout time.Duration
 	urlTemplate    string // the url.template of the client spans
 	// rateLimitMin and rateLimitMax bound the backoff after a rate limit
@@ -61,8 +66,7 @@ type callerSpec struct {
 	rateLimitMin, rateLimitMax time.Duration
 }
 
-// newCaller checks cfg and applies its defaults. The caller's classify is
-// left for the owning client to set.
+// newCaller checks cfg and applies its defaults.
 func newCaller(cfg CallConfig, s callerSpec) (*caller, error) {
 	if cfg.Timeout < 0 {
 		return nil, errors.New("upstream: negative " + s.upstream + " Timeout")
@@ -74,6 +78,7 @@ func newCaller(cfg CallConfig, s callerSpec) (*caller, error) {
 	c := &caller{
 		upstream:      s.upstream,
 		exhausted:     s.exhausted,
+		classify:      s.classify,
 		client:        newHTTPClient(cfg.HTTPClient, cfg.telemetry(), s.urlTemplate),
 		timeout:       orDefault(cfg.Timeout, s.defaultTimeout),
 		maxRetries:    cfg.MaxRetries,
@@ -174,7 +179,7 @@ func (c *caller) call(ctx context.Context, tenant, host string, build func(conte
 			start := time.Now()
 			o := c.attempt(exec.Context(), build)
 			o.attempt = exec.Attempts()
-			o.res = c.classify(o)
+			o.res = c.classify(c, o)
 			if !o.res.ok() {
 				o.wipe() // judged: only a success's body is read further
 			}
@@ -309,4 +314,10 @@ func (c *caller) attemptError(ctx, actx context.Context, err error) error {
 	// Already redacted by the client's transport; again here, so that no
 	// path (a transport that returns an error of its own) keeps its text.
 	return redactTransportError(err)
+}
+
+// invalid is the error of a call whose successful answer o cannot be used
+// (UPSTREAM_INVALID_RESPONSE); cause's text must be free of secrets.
+func (c *caller) invalid(o *outcome, cause error) *Error {
+	return &Error{Code: CodeUpstreamInvalidResponse, Upstream: c.upstream, Status: o.status, Attempts: o.attempt, Err: cause}
 }

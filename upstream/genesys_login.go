@@ -75,6 +75,7 @@ func NewLoginClient(cfg LoginClientConfig) (*LoginClient, error) {
 		upstream:       GenesysLogin,
 		spanName:       "genesys_login.exchange",
 		exhausted:      CodeOAuthExchangeFailed,
+		classify:       classifyLogin,
 		defaultTimeout: defaultLoginTimeout,
 		urlTemplate:    "/oauth/token",
 		rateLimitMin:   cfg.RateLimitBackoffMin,
@@ -83,9 +84,7 @@ func NewLoginClient(cfg LoginClientConfig) (*LoginClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &LoginClient{base: base, call: call}
-	call.classify = c.classify
-	return c, nil
+	return &LoginClient{base: base, call: call}, nil
 }
 
 // Token is the answer of a successful exchange. Formatting or logging it
@@ -166,7 +165,7 @@ func (c *LoginClient) Exchange(ctx context.Context, region regions.Region, creds
 
 	tok, why := parseToken(o.body)
 	if why != "" {
-		return Token{}, &Error{Code: CodeUpstreamInvalidResponse, Upstream: GenesysLogin, Status: o.status, Attempts: o.attempt, Err: errors.New(why)}
+		return Token{}, c.call.invalid(o, errors.New(why))
 	}
 	c.call.log.LogAttrs(ctx, slog.LevelDebug, "access token issued",
 		slog.String("upstream", GenesysLogin), slog.String("tenant", creds.Tenant),
@@ -234,7 +233,7 @@ func isOAuthErrorWord(s string) bool {
 	return false
 }
 
-// classify decides one Genesys login attempt.
+// classifyLogin decides one Genesys login attempt.
 //
 // A non-retryable 4xx is OAUTH_INVALID_GRANT when it is a 401 or its body
 // names an OAuth error — Genesys refuses this client or request, and asking
@@ -243,8 +242,8 @@ func isOAuthErrorWord(s string) bool {
 // Genesys's verdict on the client).
 //
 // It sets o.oauthError to the OAuth error word a 4xx answer names.
-func (c *LoginClient) classify(o *outcome) result {
-	if r, done := c.call.common(o); done {
+func classifyLogin(c *caller, o *outcome) result {
+	if r, done := c.common(o); done {
 		return r
 	}
 	s := o.status
@@ -260,7 +259,7 @@ func (c *LoginClient) classify(o *outcome) result {
 		}
 		if s == http.StatusBadRequest && oe.Error == "invalid_request" && oe.isRateLimit() {
 			// Not the host's fault, so rateLimited: the rate-limit backoff.
-			return result{retry: true, reason: "rate limit exceeded", retryAfter: retryAfter(o.header, c.call.now())}
+			return result{retry: true, reason: "rate limit exceeded", retryAfter: retryAfter(o.header, c.now())}
 		}
 		if s == http.StatusUnauthorized || (s == http.StatusBadRequest && rejectsClient(oe.Error)) {
 			return result{code: CodeOAuthInvalidGrant, reason: reason}

@@ -112,7 +112,7 @@ func TestRetrierDefaults(t *testing.T) {
 
 func TestTenantClassification(t *testing.T) {
 	t.Parallel()
-	c := &TenantClient{call: testCaller(t, 0.5)}
+	c := testCaller(t, 0.5)
 	cases := []struct {
 		o     outcome
 		ok    bool
@@ -135,7 +135,7 @@ func TestTenantClassification(t *testing.T) {
 		{outcome{status: 200, err: errBodyTooLarge}, false, false, CodeUpstreamInvalidResponse},
 	}
 	for _, tc := range cases {
-		v := c.classify(&tc.o)
+		v := classifyTenantService(c, &tc.o)
 		if v.ok() != tc.ok || v.retry != tc.retry || (tc.code != "" && v.code != tc.code) {
 			t.Errorf("status %d err %v: %+v", tc.o.status, tc.o.err, v)
 		}
@@ -144,7 +144,7 @@ func TestTenantClassification(t *testing.T) {
 
 func TestLoginClassification(t *testing.T) {
 	t.Parallel()
-	c := &LoginClient{call: testCaller(t, 0.5)}
+	c := testCaller(t, 0.5)
 	ra := http.Header{"Retry-After": {"4"}}
 	cases := []struct {
 		status      int
@@ -176,7 +176,7 @@ func TestLoginClassification(t *testing.T) {
 		if o.header == nil {
 			o.header = http.Header{}
 		}
-		v := c.classify(o)
+		v := classifyLogin(c, o)
 		if v.ok() || v.retry != tc.retry || v.rateLimited() != tc.rateLimited || (!tc.retry && v.code != tc.code) ||
 			o.oauthError != tc.oauth || v.retryAfter != tc.retryAfter {
 			t.Errorf("%d %s: %+v", tc.status, tc.body, v)

@@ -71,6 +71,7 @@ func NewTenantClient(cfg TenantClientConfig) (*TenantClient, error) {
 		upstream:       TenantService,
 		spanName:       "tenant_service.fetch",
 		exhausted:      CodeTenantServiceUnavailable,
+		classify:       classifyTenantService,
 		defaultTimeout: defaultTenantTimeout,
 		urlTemplate:    "/tenants/{tenant}/credentials/{provider}",
 		// The contract gives the Tenant Service no separate rate-limit
@@ -89,15 +90,13 @@ func NewTenantClient(cfg TenantClientConfig) (*TenantClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &TenantClient{
+	return &TenantClient{
 		base:        base,
 		host:        hostKey(base),
 		serviceName: name,
 		call:        call,
 		open:        open,
-	}
-	call.classify = c.classify
-	return c, nil
+	}, nil
 }
 
 // GenesysCredentials fetches the tenant's Genesys OAuth client. The caller
@@ -130,7 +129,7 @@ func (c *TenantClient) GenesysCredentials(ctx context.Context, tenant string) (_
 		clear(body.ClientSecret)
 		// Not json's message: a syntax error quotes a byte of the body,
 		// which may be a byte of the secret.
-		return nil, c.invalid(o, "credentials answer is not a JSON object with string clientId, clientSecret and region")
+		return nil, c.call.invalid(o, errors.New("credentials answer is not a JSON object with string clientId, clientSecret and region"))
 	}
 	var missing string
 	switch {
@@ -143,12 +142,12 @@ func (c *TenantClient) GenesysCredentials(ctx context.Context, tenant string) (_
 	}
 	if missing != "" {
 		clear(body.ClientSecret)
-		return nil, c.invalid(o, "credentials answer lacks "+missing)
+		return nil, c.call.invalid(o, errors.New("credentials answer lacks "+missing))
 	}
 	secret, err := c.open.open(ctx, "clientSecret", body.ClientSecret)
 	if err != nil {
 		clear(body.ClientSecret)
-		return nil, c.invalidCause(o, err)
+		return nil, c.call.invalid(o, err)
 	}
 	c.call.log.LogAttrs(ctx, slog.LevelDebug, "tenant credentials fetched",
 		slog.String("upstream", TenantService), slog.String("tenant", tenant),
@@ -198,22 +197,22 @@ func (c *TenantClient) StaticToken(ctx context.Context, tenant, provider string)
 		ExpiresAt   *string `json:"expiresAt"`
 	}
 	if err := json.Unmarshal(o.body, &body); err != nil {
-		return StaticToken{}, c.invalid(o, "token answer is not a JSON object with a string accessToken")
+		return StaticToken{}, c.call.invalid(o, errors.New("token answer is not a JSON object with a string accessToken"))
 	}
 	if body.AccessToken == "" {
-		return StaticToken{}, c.invalid(o, "token answer lacks accessToken")
+		return StaticToken{}, c.call.invalid(o, errors.New("token answer lacks accessToken"))
 	}
 	var t StaticToken
 	token, err := c.open.open(ctx, "accessToken", []byte(body.AccessToken))
 	if err != nil {
-		return StaticToken{}, c.invalidCause(o, err)
+		return StaticToken{}, c.call.invalid(o, err)
 	}
 	t.AccessToken = string(token)
 	clear(token)
 	if body.ExpiresAt != nil && *body.ExpiresAt != "" {
 		exp, err := time.Parse(time.RFC3339, *body.ExpiresAt)
 		if err != nil {
-			return StaticToken{}, c.invalid(o, "token answer has an expiresAt that is not RFC 3339")
+			return StaticToken{}, c.call.invalid(o, errors.New("token answer has an expiresAt that is not RFC 3339"))
 		}
 		t.ExpiresAt = exp
 	}
@@ -254,15 +253,15 @@ func checkSegment(what, s string) error {
 	return nil
 }
 
-// classify decides one Tenant Service attempt.
+// classifyTenantService decides one Tenant Service attempt.
 //
 // 401 and 403 mean the Tenant Service refuses this sidecar (a wrong
 // X-Service-Name or network policy): the app's request is fine and waiting
 // will not fix it, so they end the call with TENANT_SERVICE_UNAVAILABLE
 // without a retry, for operators to see. The same holds for every other
 // 4xx except 400, 404, 408 and 429.
-func (c *TenantClient) classify(o *outcome) result {
-	if r, done := c.call.common(o); done {
+func classifyTenantService(c *caller, o *outcome) result {
+	if r, done := c.common(o); done {
 		return r
 	}
 	switch s := o.status; {
@@ -289,14 +288,4 @@ func regionAttr(region string) slog.Attr {
 		return slog.Group("region", slog.Int("bytes", unknown.Length), slog.String("sha256", unknown.Fingerprint))
 	}
 	return slog.String("region", r.Name)
-}
-
-// invalidCause is an UPSTREAM_INVALID_RESPONSE for a 200 whose content
-// cannot be used; cause's text must be free of secrets.
-func (c *TenantClient) invalidCause(o *outcome, cause error) *Error {
-	return &Error{Code: CodeUpstreamInvalidResponse, Upstream: TenantService, Status: o.status, Attempts: o.attempt, Err: cause}
-}
-
-func (c *TenantClient) invalid(o *outcome, why string) *Error {
-	return &Error{Code: CodeUpstreamInvalidResponse, Upstream: TenantService, Status: o.status, Attempts: o.attempt, Err: errors.New(why)}
 }

@@ -159,7 +159,7 @@ func (c *caller) call(ctx context.Context, tenant, host string, build func(conte
 		// No builder jitter: failsafe-go adds it on top of the delay function,
 		// which could fire before a server-given Retry-After.
 		WithDelayFunc(func(e failsafe.ExecutionAttempt[*outcome]) time.Duration {
-			o := e.LastResult()
+			o := e.LastResult() // never nil: only ErrOpen comes without one, and it aborts
 			return c.delay(o.res, o.attempt-1)
 		}).
 		ReturnLastFailure().

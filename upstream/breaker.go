@@ -264,7 +264,7 @@ func (h *hostBreaker) acquire() (permit, bool) {
 }
 
 // record counts the outcome of an attempt acquire allowed for tenant: a host
-// failure (verdict.hostFault) against the host, anything else for it. A
+// failure (result.hostFault) against the host, anything else for it. A
 // probe's outcome is recorded as it is. In the closed state a failure is
 // recorded only once the failures within the window come from minTenants
 // tenants, the ones held back until then with it. An outcome whose permit
@@ -274,7 +274,7 @@ func (h *hostBreaker) record(p permit, tenant string, o *outcome) {
 	if h == nil {
 		return
 	}
-	fault := o != nil && o.verdict.hostFault
+	fault := o != nil && o.res.hostFault
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	switch st := h.cb.State(); {

@@ -74,7 +74,7 @@ func tenantCreds(tenant string) *Credentials {
 
 // loginBreaker returns the breaker of host in c; nil if c has none.
 func loginBreaker(c *LoginClient, host string) *hostBreaker {
-	return c.retry.breakers.forHost(host)
+	return c.call.breakers.forHost(host)
 }
 
 func TestBreakerOpensOnLoginFailuresAndAnswersAtOnce(t *testing.T) {
@@ -520,8 +520,7 @@ func TestBreakerConfigDefaultsAndValidation(t *testing.T) {
 
 func TestBreakerCountsOnlyHostFaults(t *testing.T) {
 	t.Parallel()
-	r := testRetrier(t, 0.5)
-	c := &LoginClient{retry: r}
+	c := testCaller(t, 0.5)
 	cases := []struct {
 		o    outcome
 		want bool
@@ -545,7 +544,7 @@ func TestBreakerCountsOnlyHostFaults(t *testing.T) {
 		if tc.o.header == nil {
 			tc.o.header = http.Header{}
 		}
-		if got := c.classify(&tc.o).hostFault; got != tc.want {
+		if got := classifyLogin(c, &tc.o).hostFault; got != tc.want {
 			t.Errorf("status %d err %v: hostFault %v, want %v", tc.o.status, tc.o.err, got, tc.want)
 		}
 	}
@@ -555,7 +554,7 @@ func TestBreakerCountsOnlyHostFaults(t *testing.T) {
 // fake at base.
 func tenantBreaker(t *testing.T, c *TenantClient, base string) *hostBreaker {
 	t.Helper()
-	return c.retry.breakers.forHost(hostKey(mustURL(t, base)))
+	return c.call.breakers.forHost(hostKey(mustURL(t, base)))
 }
 
 // TestBreakerStaysClosedWhileAMinorityFails is the load test's finding: one

@@ -1,8 +1,6 @@
 package upstream
 
 import (
-	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -62,45 +60,4 @@ type CallConfig struct {
 
 func (cfg CallConfig) telemetry() telemetryConfig {
 	return telemetryConfig{cfg.TracerProvider, cfg.MeterProvider, cfg.Propagator, cfg.MetricsTenantLabel}
-}
-
-// callSetup is what differs between the two clients when they build their
-// requester and retrier from a CallConfig.
-type callSetup struct {
-	upstream       string // TenantService or GenesysLogin
-	spanName       string
-	exhausted      Code // the code when every attempt failed
-	defaultTimeout time.Duration
-	urlTemplate    string // the url.template of the client spans
-	// rateLimitMin and rateLimitMax bound the backoff after a rate limit
-	// without Retry-After; 0 means the retrier's defaults.
-	rateLimitMin, rateLimitMax time.Duration
-}
-
-// build checks cfg and makes the per-attempt requester and the retrier.
-func (cfg CallConfig) build(s callSetup) (requester, retrier, error) {
-	if cfg.Timeout < 0 {
-		return requester{}, retrier{}, errors.New("upstream: negative " + s.upstream + " Timeout")
-	}
-	tel, err := newTelemetry(s.upstream, s.spanName, cfg.telemetry())
-	if err != nil {
-		return requester{}, retrier{}, fmt.Errorf("upstream: %w", err)
-	}
-	r, err := newRetrier(s.upstream, s.exhausted, retrySettings{
-		maxRetries: cfg.MaxRetries,
-		backoffMin: cfg.BackoffMin, backoffMax: cfg.BackoffMax,
-		rateLimitMin: s.rateLimitMin, rateLimitMax: s.rateLimitMax,
-		maxRetryAfter: cfg.MaxRetryAfter,
-		logger:        cfg.Logger,
-		telemetry:     tel,
-		breaker:       cfg.Breaker,
-	})
-	if err != nil {
-		return requester{}, retrier{}, err
-	}
-	req := requester{
-		client:  newHTTPClient(cfg.HTTPClient, cfg.telemetry(), s.urlTemplate),
-		timeout: orDefault(cfg.Timeout, s.defaultTimeout),
-	}
-	return req, r, nil
 }

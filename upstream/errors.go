@@ -36,6 +36,14 @@
 // which records no header) and an event per retry, the W3C trace context on
 // every request, and the token_sidecar.upstream.* metrics.
 //
+// Files: caller.go one upstream's calls (HTTP client, attempts, retry policy,
+// breakers, telemetry, the call's error); result.go what an attempt means and
+// the rules both upstreams share; retry.go backoff and Retry-After;
+// breaker.go the per-host breakers; tenant_client.go and genesys_login.go
+// the two upstreams, each with its classifier; pipeline.go the
+// fetch-then-exchange; transport.go and transport_errors.go the HTTP stack
+// and its redaction; jwe.go and credential_key*.go encrypted credentials.
+//
 // It imports regions and nothing else of this module; it must never import
 // cache, proxy or cmd.
 package upstream

@@ -57,10 +57,8 @@ type LoginClientConfig struct {
 //
 // A LoginClient is safe for concurrent use.
 type LoginClient struct {
-	base  *url.URL // nil: the region's login base
-	req   requester
-	retry retrier
-	log   *slog.Logger
+	base *url.URL // nil: the region's login base
+	call *caller
 }
 
 // NewLoginClient checks cfg and builds a client.
@@ -73,10 +71,11 @@ func NewLoginClient(cfg LoginClientConfig) (*LoginClient, error) {
 		}
 		base = b
 	}
-	req, r, err := cfg.build(callSetup{
+	call, err := newCaller(cfg.CallConfig, callerSpec{
 		upstream:       GenesysLogin,
 		spanName:       "genesys_login.exchange",
 		exhausted:      CodeOAuthExchangeFailed,
+		classify:       classifyLogin,
 		defaultTimeout: defaultLoginTimeout,
 		urlTemplate:    "/oauth/token",
 		rateLimitMin:   cfg.RateLimitBackoffMin,
@@ -85,12 +84,7 @@ func NewLoginClient(cfg LoginClientConfig) (*LoginClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &LoginClient{
-		base:  base,
-		req:   req,
-		retry: r,
-		log:   r.log,
-	}, nil
+	return &LoginClient{base: base, call: call}, nil
 }
 
 // Token is the answer of a successful exchange. Formatting or logging it
@@ -135,8 +129,8 @@ func (c *LoginClient) Exchange(ctx context.Context, region regions.Region, creds
 	if creds != nil {
 		tenant = creds.Tenant
 	}
-	ctx, call := c.retry.tel.begin(ctx, tenant, spanAttrRegion.String(region.Name))
-	defer func() { call.end(err) }()
+	ctx, span := c.call.tel.begin(ctx, tenant, spanAttrRegion.String(region.Name))
+	defer func() { span.end(err) }()
 	if creds == nil || creds.ClientID == "" || len(creds.ClientSecret) == 0 {
 		return Token{}, &Error{Code: CodeInvalidRequest, Upstream: GenesysLogin, Err: errors.New("credentials lack a client ID or secret")}
 	}
@@ -163,11 +157,7 @@ func (c *LoginClient) Exchange(ctx context.Context, region regions.Region, creds
 		req.Header.Set("Accept", "application/json")
 		return req, nil
 	}
-	o, err := c.retry.run(ctx, creds.Tenant, hostKey(base), func(ctx context.Context) *outcome {
-		o := c.req.do(ctx, build)
-		o.verdict = c.classify(o)
-		return o
-	})
+	o, err := c.call.call(ctx, creds.Tenant, hostKey(base), build)
 	if err != nil {
 		return Token{}, err
 	}
@@ -175,9 +165,9 @@ func (c *LoginClient) Exchange(ctx context.Context, region regions.Region, creds
 
 	tok, why := parseToken(o.body)
 	if why != "" {
-		return Token{}, &Error{Code: CodeUpstreamInvalidResponse, Upstream: GenesysLogin, Status: o.status, Attempts: o.attempt, Err: errors.New(why)}
+		return Token{}, c.call.invalid(o, errors.New(why))
 	}
-	c.log.LogAttrs(ctx, slog.LevelDebug, "access token issued",
+	c.call.log.LogAttrs(ctx, slog.LevelDebug, "access token issued",
 		slog.String("upstream", GenesysLogin), slog.String("tenant", creds.Tenant),
 		slog.String("region", region.Name), slog.Int("attempts", o.attempt),
 		slog.Duration("expires_in", tok.ExpiresIn))
@@ -243,39 +233,40 @@ func isOAuthErrorWord(s string) bool {
 	return false
 }
 
-// classify decides one Genesys login attempt.
+// classifyLogin decides one Genesys login attempt.
 //
 // A non-retryable 4xx is OAUTH_INVALID_GRANT when it is a 401 or its body
 // names an OAuth error — Genesys refuses this client or request, and asking
 // again will not change that, so the cache may hold the error briefly — and
 // OAUTH_EXCHANGE_FAILED when it names none (a gateway's answer rather than
 // Genesys's verdict on the client).
-func (c *LoginClient) classify(o *outcome) verdict {
-	if v, done := c.retry.transientVerdict(o); done {
-		return v
+//
+// It sets o.oauthError to the OAuth error word a 4xx answer names.
+func classifyLogin(c *caller, o *outcome) result {
+	if r, done := c.common(o); done {
+		return r
 	}
 	s := o.status
 	reason := "HTTP " + strconv.Itoa(s)
 	switch {
 	case s == http.StatusOK:
-		return verdict{ok: true}
+		return result{}
 	case s >= 400 && s < 500:
 		oe := parseOAuthError(o)
-		word := ""
 		if isOAuthErrorWord(oe.Error) {
-			word = oe.Error
-			reason += " " + word
+			o.oauthError = oe.Error
+			reason += " " + oe.Error
 		}
 		if s == http.StatusBadRequest && oe.Error == "invalid_request" && oe.isRateLimit() {
-			return verdict{retry: true, rateLimited: true, reason: "rate limit exceeded", oauthError: word,
-				retryAfter: retryAfter(o.header, c.retry.now())}
+			// Not the host's fault, so rateLimited: the rate-limit backoff.
+			return result{retry: true, reason: "rate limit exceeded", retryAfter: retryAfter(o.header, c.now())}
 		}
 		if s == http.StatusUnauthorized || (s == http.StatusBadRequest && rejectsClient(oe.Error)) {
-			return verdict{code: CodeOAuthInvalidGrant, reason: reason, oauthError: word}
+			return result{code: CodeOAuthInvalidGrant, reason: reason}
 		}
-		return verdict{code: CodeOAuthExchangeFailed, reason: reason, oauthError: word}
+		return result{code: CodeOAuthExchangeFailed, reason: reason}
 	default:
-		return verdict{code: CodeUpstreamInvalidResponse, reason: reason, cause: fmt.Errorf("unexpected HTTP %d", s)}
+		return result{code: CodeUpstreamInvalidResponse, reason: reason}
 	}
 }
 

@@ -40,11 +40,10 @@ func TestRetryAfterParsing(t *testing.T) {
 	}
 }
 
-func testRetrier(t *testing.T, rnd float64) retrier {
-	r, err := newRetrier("test", CodeTenantServiceUnavailable, retrySettings{
-		backoffMin: 500 * time.Millisecond, backoffMax: 4 * time.Second,
-		rateLimitMin: time.Second, rateLimitMax: 8 * time.Second,
-	})
+func testCaller(t *testing.T, rnd float64) *caller {
+	r, err := newCaller(CallConfig{BackoffMin: 500 * time.Millisecond, BackoffMax: 4 * time.Second},
+		callerSpec{upstream: "test", exhausted: CodeTenantServiceUnavailable, defaultTimeout: time.Second,
+			rateLimitMin: time.Second, rateLimitMax: 8 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,10 +55,9 @@ func testRetrier(t *testing.T, rnd float64) retrier {
 func TestDelayNeverEarlyForRetryAfter(t *testing.T) {
 	t.Parallel()
 	for _, rnd := range []float64{0, 0.5, 0.999} {
-		r := testRetrier(t, rnd)
+		r := testCaller(t, rnd)
 		for _, ra := range []time.Duration{time.Second, 7 * time.Second, 30 * time.Second} {
-			o := &outcome{verdict: verdict{retry: true, retryAfter: ra}}
-			d := r.delay(o, 2)
+			d := r.delay(result{retry: true, hostFault: true, retryAfter: ra}, 2)
 			if d < ra || d > ra+time.Second {
 				t.Errorf("rand %v, Retry-After %s: delay %s", rnd, ra, d)
 			}
@@ -69,10 +67,10 @@ func TestDelayNeverEarlyForRetryAfter(t *testing.T) {
 
 func TestDelayBackoff(t *testing.T) {
 	t.Parallel()
-	plain := &outcome{verdict: verdict{retry: true}}
-	limited := &outcome{verdict: verdict{retry: true, rateLimited: true}}
+	plain := result{retry: true, hostFault: true}
+	limited := result{retry: true}
 	cases := []struct {
-		o        *outcome
+		o        result
 		retry    int
 		rnd      float64
 		min, max time.Duration
@@ -88,16 +86,17 @@ func TestDelayBackoff(t *testing.T) {
 		{limited, 3, 0.5, 8 * time.Second, 8 * time.Second},
 	}
 	for _, tc := range cases {
-		r := testRetrier(t, tc.rnd)
+		r := testCaller(t, tc.rnd)
 		if d := r.delay(tc.o, tc.retry); d < tc.min || d > tc.max {
-			t.Errorf("retry %d rand %v rate-limited %v: %s, want %s..%s", tc.retry, tc.rnd, tc.o.verdict.rateLimited, d, tc.min, tc.max)
+			t.Errorf("retry %d rand %v rate-limited %v: %s, want %s..%s", tc.retry, tc.rnd, tc.o.rateLimited(), d, tc.min, tc.max)
 		}
 	}
 }
 
 func TestRetrierDefaults(t *testing.T) {
 	t.Parallel()
-	r, err := newRetrier("x", CodeOAuthExchangeFailed, retrySettings{})
+	spec := callerSpec{upstream: "x", exhausted: CodeOAuthExchangeFailed, defaultTimeout: time.Second}
+	r, err := newCaller(CallConfig{}, spec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +104,7 @@ func TestRetrierDefaults(t *testing.T) {
 		r.rateLimit != (backoffRange{time.Second, 8 * time.Second}) || r.maxRetryAfter != 30*time.Second || r.log == nil {
 		t.Errorf("defaults: %+v", r)
 	}
-	r, _ = newRetrier("x", CodeOAuthExchangeFailed, retrySettings{maxRetries: -1})
+	r, _ = newCaller(CallConfig{MaxRetries: -1}, spec)
 	if r.maxRetries != 0 {
 		t.Errorf("negative MaxRetries → %d retries", r.maxRetries)
 	}
@@ -113,7 +112,7 @@ func TestRetrierDefaults(t *testing.T) {
 
 func TestTenantClassification(t *testing.T) {
 	t.Parallel()
-	c := &TenantClient{retry: testRetrier(t, 0.5)}
+	c := testCaller(t, 0.5)
 	cases := []struct {
 		o     outcome
 		ok    bool
@@ -136,8 +135,8 @@ func TestTenantClassification(t *testing.T) {
 		{outcome{status: 200, err: errBodyTooLarge}, false, false, CodeUpstreamInvalidResponse},
 	}
 	for _, tc := range cases {
-		v := c.classify(&tc.o)
-		if v.ok != tc.ok || v.retry != tc.retry || (tc.code != "" && v.code != tc.code) {
+		v := classifyTenantService(c, &tc.o)
+		if v.ok() != tc.ok || v.retry != tc.retry || (tc.code != "" && v.code != tc.code) {
 			t.Errorf("status %d err %v: %+v", tc.o.status, tc.o.err, v)
 		}
 	}
@@ -145,7 +144,7 @@ func TestTenantClassification(t *testing.T) {
 
 func TestLoginClassification(t *testing.T) {
 	t.Parallel()
-	c := &LoginClient{retry: testRetrier(t, 0.5)}
+	c := testCaller(t, 0.5)
 	ra := http.Header{"Retry-After": {"4"}}
 	cases := []struct {
 		status      int
@@ -177,9 +176,9 @@ func TestLoginClassification(t *testing.T) {
 		if o.header == nil {
 			o.header = http.Header{}
 		}
-		v := c.classify(o)
-		if v.ok || v.retry != tc.retry || v.rateLimited != tc.rateLimited || (!tc.retry && v.code != tc.code) ||
-			v.oauthError != tc.oauth || v.retryAfter != tc.retryAfter {
+		v := classifyLogin(c, o)
+		if v.ok() || v.retry != tc.retry || v.rateLimited() != tc.rateLimited || (!tc.retry && v.code != tc.code) ||
+			o.oauthError != tc.oauth || v.retryAfter != tc.retryAfter {
 			t.Errorf("%d %s: %+v", tc.status, tc.body, v)
 		}
 	}

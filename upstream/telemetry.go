@@ -251,8 +251,8 @@ func (t *telemetry) rejected(ctx context.Context, host string) {
 	}
 }
 
-// attempts records on the call's span how many attempts were made.
-func attempts(ctx context.Context, n int) {
+// setAttempts records on the call's span how many attempts were made.
+func setAttempts(ctx context.Context, n int) {
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
 		span.SetAttributes(spanAttrAttempts.Int(n))
 	}
@@ -276,11 +276,11 @@ func attemptOutcome(o *outcome) string {
 	if o == nil {
 		return "error"
 	}
-	if o.verdict.ok {
+	if o.res.ok() {
 		return outcomeOK
 	}
-	if o.verdict.reason == "" {
+	if o.res.reason == "" {
 		return "error"
 	}
-	return strings.ReplaceAll(strings.ToLower(o.verdict.reason), " ", "_")
+	return strings.ReplaceAll(strings.ToLower(o.res.reason), " ", "_")
 }

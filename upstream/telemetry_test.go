@@ -201,9 +201,9 @@ func TestNoTelemetryLeavesTheTransportAlone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt, ok := c.req.client.Transport.(redactingTransport)
+	rt, ok := c.call.client.Transport.(redactingTransport)
 	if !ok {
-		t.Fatalf("transport %T; want the redacting transport", c.req.client.Transport)
+		t.Fatalf("transport %T; want the redacting transport", c.call.client.Transport)
 	}
 	if _, ok := rt.base.(*http.Transport); !ok {
 		t.Fatalf("transport %T under the redacting one; want the plain clone without telemetry", rt.base)
@@ -215,11 +215,11 @@ func TestAttemptOutcome(t *testing.T) {
 		"HTTP 503": "http_503", "timeout": "timeout", "network error": "network_error",
 		"rate limit exceeded": "rate_limit_exceeded", "HTTP 400 invalid_grant": "http_400_invalid_grant", "": "error",
 	} {
-		if got := attemptOutcome(&outcome{verdict: verdict{reason: reason}}); got != want {
+		if got := attemptOutcome(&outcome{res: result{code: CodeOAuthExchangeFailed, reason: reason}}); got != want {
 			t.Errorf("%q → %q, want %q", reason, got, want)
 		}
 	}
-	if got := attemptOutcome(&outcome{verdict: verdict{ok: true}}); got != "ok" {
+	if got := attemptOutcome(&outcome{res: result{}}); got != "ok" {
 		t.Errorf("ok → %q", got)
 	}
 }

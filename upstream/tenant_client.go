@@ -54,9 +54,7 @@ type TenantClient struct {
 	base        *url.URL
 	host        string // hostKey(base): the breaker's key
 	serviceName string
-	req         requester
-	retry       retrier
-	log         *slog.Logger
+	call        *caller
 	open        *credentialOpener
 }
 
@@ -69,10 +67,11 @@ func NewTenantClient(cfg TenantClientConfig) (*TenantClient, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upstream: %w", err)
 	}
-	req, r, err := cfg.build(callSetup{
+	call, err := newCaller(cfg.CallConfig, callerSpec{
 		upstream:       TenantService,
 		spanName:       "tenant_service.fetch",
 		exhausted:      CodeTenantServiceUnavailable,
+		classify:       classifyTenantService,
 		defaultTimeout: defaultTenantTimeout,
 		urlTemplate:    "/tenants/{tenant}/credentials/{provider}",
 		// The contract gives the Tenant Service no separate rate-limit
@@ -95,9 +94,7 @@ func NewTenantClient(cfg TenantClientConfig) (*TenantClient, error) {
 		base:        base,
 		host:        hostKey(base),
 		serviceName: name,
-		req:         req,
-		retry:       r,
-		log:         r.log,
+		call:        call,
 		open:        open,
 	}, nil
 }
@@ -115,8 +112,8 @@ func NewTenantClient(cfg TenantClientConfig) (*TenantClient, error) {
 // CredentialDecryption). A secret that arrived as a JWE is its plaintext,
 // in a slice of its own that Wipe zeroes like a plain one.
 func (c *TenantClient) GenesysCredentials(ctx context.Context, tenant string) (_ *Credentials, err error) {
-	ctx, call := c.retry.tel.begin(ctx, tenant, spanAttrProvider.String(ProviderGenesys))
-	defer func() { call.end(err) }()
+	ctx, span := c.call.tel.begin(ctx, tenant, spanAttrProvider.String(ProviderGenesys))
+	defer func() { span.end(err) }()
 	o, err := c.fetch(ctx, tenant, ProviderGenesys)
 	if err != nil {
 		return nil, err
@@ -132,7 +129,7 @@ func (c *TenantClient) GenesysCredentials(ctx context.Context, tenant string) (_
 		clear(body.ClientSecret)
 		// Not json's message: a syntax error quotes a byte of the body,
 		// which may be a byte of the secret.
-		return nil, c.invalid(o, "credentials answer is not a JSON object with string clientId, clientSecret and region")
+		return nil, c.call.invalid(o, errors.New("credentials answer is not a JSON object with string clientId, clientSecret and region"))
 	}
 	var missing string
 	switch {
@@ -145,14 +142,14 @@ func (c *TenantClient) GenesysCredentials(ctx context.Context, tenant string) (_
 	}
 	if missing != "" {
 		clear(body.ClientSecret)
-		return nil, c.invalid(o, "credentials answer lacks "+missing)
+		return nil, c.call.invalid(o, errors.New("credentials answer lacks "+missing))
 	}
 	secret, err := c.open.open(ctx, "clientSecret", body.ClientSecret)
 	if err != nil {
 		clear(body.ClientSecret)
-		return nil, c.invalidCause(o, err)
+		return nil, c.call.invalid(o, err)
 	}
-	c.log.LogAttrs(ctx, slog.LevelDebug, "tenant credentials fetched",
+	c.call.log.LogAttrs(ctx, slog.LevelDebug, "tenant credentials fetched",
 		slog.String("upstream", TenantService), slog.String("tenant", tenant),
 		slog.String("provider", ProviderGenesys), regionAttr(body.Region), slog.Int("attempts", o.attempt))
 	return &Credentials{Tenant: tenant, ClientID: body.ClientID, ClientSecret: secret, Region: body.Region}, nil
@@ -187,8 +184,8 @@ func (t StaticToken) LogValue() slog.Value {
 // GenesysCredentials; an accessToken may arrive as a JWE too. The token is
 // a string, as the cache serves it.
 func (c *TenantClient) StaticToken(ctx context.Context, tenant, provider string) (_ StaticToken, err error) {
-	ctx, call := c.retry.tel.begin(ctx, tenant, spanAttrProvider.String(provider))
-	defer func() { call.end(err) }()
+	ctx, span := c.call.tel.begin(ctx, tenant, spanAttrProvider.String(provider))
+	defer func() { span.end(err) }()
 	o, err := c.fetch(ctx, tenant, provider)
 	if err != nil {
 		return StaticToken{}, err
@@ -200,22 +197,22 @@ func (c *TenantClient) StaticToken(ctx context.Context, tenant, provider string)
 		ExpiresAt   *string `json:"expiresAt"`
 	}
 	if err := json.Unmarshal(o.body, &body); err != nil {
-		return StaticToken{}, c.invalid(o, "token answer is not a JSON object with a string accessToken")
+		return StaticToken{}, c.call.invalid(o, errors.New("token answer is not a JSON object with a string accessToken"))
 	}
 	if body.AccessToken == "" {
-		return StaticToken{}, c.invalid(o, "token answer lacks accessToken")
+		return StaticToken{}, c.call.invalid(o, errors.New("token answer lacks accessToken"))
 	}
 	var t StaticToken
 	token, err := c.open.open(ctx, "accessToken", []byte(body.AccessToken))
 	if err != nil {
-		return StaticToken{}, c.invalidCause(o, err)
+		return StaticToken{}, c.call.invalid(o, err)
 	}
 	t.AccessToken = string(token)
 	clear(token)
 	if body.ExpiresAt != nil && *body.ExpiresAt != "" {
 		exp, err := time.Parse(time.RFC3339, *body.ExpiresAt)
 		if err != nil {
-			return StaticToken{}, c.invalid(o, "token answer has an expiresAt that is not RFC 3339")
+			return StaticToken{}, c.call.invalid(o, errors.New("token answer has an expiresAt that is not RFC 3339"))
 		}
 		t.ExpiresAt = exp
 	}
@@ -241,15 +238,7 @@ func (c *TenantClient) fetch(ctx context.Context, tenant, provider string) (*out
 		req.Header.Set("Accept", "application/json")
 		return req, nil
 	}
-	o, err := c.retry.run(ctx, tenant, c.host, func(ctx context.Context) *outcome {
-		o := c.req.do(ctx, build)
-		o.verdict = c.classify(o)
-		return o
-	})
-	if err != nil {
-		return nil, err
-	}
-	return o, nil
+	return c.call.call(ctx, tenant, c.host, build)
 }
 
 // checkSegment refuses path segments that escaping cannot make safe: ""
@@ -264,29 +253,28 @@ func checkSegment(what, s string) error {
 	return nil
 }
 
-// classify decides one Tenant Service attempt.
+// classifyTenantService decides one Tenant Service attempt.
 //
 // 401 and 403 mean the Tenant Service refuses this sidecar (a wrong
 // X-Service-Name or network policy): the app's request is fine and waiting
 // will not fix it, so they end the call with TENANT_SERVICE_UNAVAILABLE
 // without a retry, for operators to see. The same holds for every other
 // 4xx except 400, 404, 408 and 429.
-func (c *TenantClient) classify(o *outcome) verdict {
-	if v, done := c.retry.transientVerdict(o); done {
-		return v
+func classifyTenantService(c *caller, o *outcome) result {
+	if r, done := c.common(o); done {
+		return r
 	}
 	switch s := o.status; {
 	case s == http.StatusOK:
-		return verdict{ok: true}
+		return result{}
 	case s == http.StatusNotFound:
-		return verdict{code: CodeCredentialsNotFound, reason: "HTTP 404"}
+		return result{code: CodeCredentialsNotFound, reason: "HTTP 404"}
 	case s == http.StatusBadRequest:
-		return verdict{code: CodeInvalidRequest, reason: "HTTP 400"}
+		return result{code: CodeInvalidRequest, reason: "HTTP 400"}
 	case s >= 400:
-		return verdict{code: CodeTenantServiceUnavailable, reason: "HTTP " + strconv.Itoa(s)}
+		return result{code: CodeTenantServiceUnavailable, reason: "HTTP " + strconv.Itoa(s)}
 	default:
-		return verdict{code: CodeUpstreamInvalidResponse, reason: "HTTP " + strconv.Itoa(s),
-			cause: fmt.Errorf("unexpected HTTP %d", s)}
+		return result{code: CodeUpstreamInvalidResponse, reason: "HTTP " + strconv.Itoa(s)}
 	}
 }
 
@@ -300,14 +288,4 @@ func regionAttr(region string) slog.Attr {
 		return slog.Group("region", slog.Int("bytes", unknown.Length), slog.String("sha256", unknown.Fingerprint))
 	}
 	return slog.String("region", r.Name)
-}
-
-// invalidCause is an UPSTREAM_INVALID_RESPONSE for a 200 whose content
-// cannot be used; cause's text must be free of secrets.
-func (c *TenantClient) invalidCause(o *outcome, cause error) *Error {
-	return &Error{Code: CodeUpstreamInvalidResponse, Upstream: TenantService, Status: o.status, Attempts: o.attempt, Err: cause}
-}
-
-func (c *TenantClient) invalid(o *outcome, why string) *Error {
-	return &Error{Code: CodeUpstreamInvalidResponse, Upstream: TenantService, Status: o.status, Attempts: o.attempt, Err: errors.New(why)}
 }

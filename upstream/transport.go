@@ -1,7 +1,6 @@
 package upstream
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -9,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"time"
 )
 
 // MaxBodyBytes caps every upstream response body the clients read (1 MiB).
@@ -33,8 +31,13 @@ type outcome struct {
 	body   []byte
 	// err is a transport failure, ErrAttemptTimeout, errBodyTooLarge, or the
 	// caller's context error; nil when an answer was read in full.
-	err     error
-	verdict verdict
+	err error
+	// res is the upstream's classifier's decision on this attempt.
+	res result
+	// oauthError is the OAuth error word a Genesys 4xx answer named (RFC
+	// 6749's vocabulary only, see isOAuthErrorWord); "" for every other
+	// answer. The login classifier sets it.
+	oauthError string
 	// attempt is this outcome's 1-based attempt number.
 	attempt int
 }
@@ -83,8 +86,9 @@ func newHTTPClient(c *http.Client, tel telemetryConfig, urlTemplate string) *htt
 
 // idleConnsPerHost is how many idle keep-alive connections the default
 // transport keeps per upstream host: as many as the cache runs fetches at
-// once by default (-max-concurrent-fetches), where net/http's default of 2
-// made concurrent misses open and close a TCP connection per call.
+// once by default (-max-concurrent-fetches), so that concurrent misses
+// reuse connections instead of opening one per call (net/http keeps 2;
+// bench/README.md, issue 6, has the measurement).
 const idleConnsPerHost = 64
 
 // defaultTransport is a clone of http.DefaultTransport, so it honours
@@ -100,57 +104,6 @@ func defaultTransport() http.RoundTripper {
 	t.MaxIdleConnsPerHost = idleConnsPerHost
 	t.MaxIdleConns = 4 * idleConnsPerHost
 	return t
-}
-
-// requester makes single attempts with a per-attempt timeout.
-type requester struct {
-	client  *http.Client
-	timeout time.Duration
-}
-
-// do sends one request built by build under its own deadline and reads the
-// whole answer before returning, so that a body that trickles in past the
-// deadline counts as a timeout too. It never returns nil.
-//
-// The per-attempt timeout is a context deadline here rather than a
-// failsafe-go timeout policy: that policy discards a result that arrives as
-// its timer fires, and with it the chance to close its body and zero the
-// secret it holds.
-func (q requester) do(ctx context.Context, build func(context.Context) (*http.Request, error)) *outcome {
-	actx, cancel := context.WithTimeoutCause(ctx, q.timeout, ErrAttemptTimeout)
-	defer cancel()
-
-	req, err := build(actx)
-	if err != nil {
-		return &outcome{err: err}
-	}
-	resp, err := q.client.Do(req)
-	if err != nil {
-		return &outcome{err: q.attemptError(ctx, actx, err)}
-	}
-	body, err := readCapped(resp.Body, MaxBodyBytes, resp.ContentLength)
-	resp.Body.Close()
-	o := &outcome{status: resp.StatusCode, header: resp.Header, body: body}
-	if err != nil {
-		o.err = q.attemptError(ctx, actx, err)
-	}
-	return o
-}
-
-// attemptError tells the caller's cancellation, this attempt's timeout and a
-// plain transport failure apart.
-func (q requester) attemptError(ctx, actx context.Context, err error) error {
-	switch {
-	case errors.Is(err, errBodyTooLarge):
-		return err
-	case ctx.Err() != nil:
-		return ctx.Err()
-	case errors.Is(context.Cause(actx), ErrAttemptTimeout):
-		return fmt.Errorf("%w after %s", ErrAttemptTimeout, q.timeout)
-	}
-	// Already redacted by the client's transport; again here, so that no
-	// path (a transport that returns an error of its own) keeps its text.
-	return redactTransportError(err)
 }
 
 // readCapped reads r to EOF into a buffer it owns, failing with

@@ -42,7 +42,7 @@ func (e *transportError) Redacted() bool { return true }
 
 // redactTransportError maps a transport failure to a transportError. The
 // caller's context errors and ErrAttemptTimeout pass as they are: their
-// texts are fixed, and the retrier tells them apart with errors.Is. nil
+// texts are fixed, and the caller tells them apart with errors.Is. nil
 // stays nil.
 func redactTransportError(err error) error {
 	switch {

@@ -23,7 +23,7 @@ func TestDefaultTransportHonoursProxyEnvironment(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, c := range []*http.Client{tc.req.client, lc.req.client} {
+		for _, c := range []*http.Client{tc.call.client, lc.call.client} {
 			rt, _ := c.Transport.(redactingTransport)
 			tr, ok := rt.base.(*http.Transport)
 			if !ok || tr == http.DefaultTransport {

@@ -30,8 +30,11 @@ var apiProxyMethods = []string{
 	http.MethodPatch, http.MethodDelete, http.MethodOptions,
 }
 
-// defaultAPIProxyTimeout is Config.APIProxyTimeout's zero value.
-const defaultAPIProxyTimeout = 10 * time.Minute
+// Zero values of Config.APIProxyTimeout and Config.APIBodyIdleTimeout.
+const (
+	defaultAPIProxyTimeout    = 10 * time.Minute
+	defaultAPIBodyIdleTimeout = 10 * time.Second
+)
 
 // Headers the API proxy handles itself.
 const (
@@ -49,6 +52,7 @@ type apiProxy struct {
 	rules        *tenantRules
 	tokenTimeout time.Duration // Config.RequestTimeout
 	timeout      time.Duration // Config.APIProxyTimeout
+	bodyIdle     time.Duration // Config.APIBodyIdleTimeout
 	logger       *slog.Logger
 	spans        *lazySpans // nil: none started here
 	rp           *httputil.ReverseProxy
@@ -61,6 +65,9 @@ func newAPIProxy(cfg Config, rules *tenantRules, tokenTimeout time.Duration, log
 	if cfg.APIProxyTimeout < 0 {
 		return nil, errors.New("proxy: Config.APIProxyTimeout is negative")
 	}
+	if cfg.APIBodyIdleTimeout < 0 {
+		return nil, errors.New("proxy: Config.APIBodyIdleTimeout is negative")
+	}
 	base := cfg.APITransport
 	if base == nil {
 		base = NewAPITransport()
@@ -70,11 +77,15 @@ func newAPIProxy(cfg Config, rules *tenantRules, tokenTimeout time.Duration, log
 		rules:        rules,
 		tokenTimeout: tokenTimeout,
 		timeout:      cfg.APIProxyTimeout,
+		bodyIdle:     cfg.APIBodyIdleTimeout,
 		logger:       logger,
 		spans:        spans,
 	}
 	if p.timeout == 0 {
 		p.timeout = defaultAPIProxyTimeout
+	}
+	if p.bodyIdle == 0 {
+		p.bodyIdle = defaultAPIBodyIdleTimeout
 	}
 	switch {
 	case cfg.APIRetryBuffer == 0:
@@ -154,6 +165,11 @@ func (p *apiProxy) serve(c echo.Context) error {
 	rc := http.NewResponseController(c.Response())
 	_ = rc.SetReadDeadline(deadline)
 	_ = rc.SetWriteDeadline(deadline)
+	if req.Body != nil && req.Body != http.NoBody {
+		// A busy connection is never closed to make room for another, so a
+		// body that stops arriving must not hold one for all of deadline.
+		req.Body = &progressBody{ReadCloser: req.Body, rc: rc, idle: p.bodyIdle, end: deadline}
+	}
 
 	key, err := p.rules.proxyKey(req)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"sync/atomic"
+	"time"
 
 	"go.opentelemetry.io/otel/metric"
 )
@@ -180,4 +181,32 @@ func (b *retryBudget) observe(mp metric.MeterProvider) error {
 			return nil
 		}))
 	return err
+}
+
+// progressBody is a /proxy/ request body that must keep arriving: before
+// each read it moves the connection's read deadline to idle from now (never
+// past end), so a read that waits longer than idle for a byte fails, and
+// once the whole body is read the deadline is end again. Reads are sequential
+// (one reader: takeBody, or the transport streaming it), as for any body.
+type progressBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	idle time.Duration
+	end  time.Time
+}
+
+func (b *progressBody) Read(p []byte) (int, error) {
+	d := time.Now().Add(b.idle)
+	if d.After(b.end) {
+		d = b.end
+	}
+	_ = b.rc.SetReadDeadline(d)
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		// Only a whole body gives the connection its long deadline back;
+		// after a failed read the server must not wait on it either (it
+		// reads what is left of a body before it answers).
+		_ = b.rc.SetReadDeadline(b.end)
+	}
+	return n, err
 }

@@ -140,6 +140,13 @@ type Config struct {
 	// means 10 minutes; negative is refused.
 	APIProxyTimeout time.Duration
 
+	// APIBodyIdleTimeout is the longest a /proxy/ request body may go
+	// without a byte arriving; a body that stalls longer is cut off (400, or
+	// the API call fails mid-stream). It keeps a stalled upload from holding
+	// its connection for all of APIProxyTimeout. Zero means 10 s; negative
+	// is refused.
+	APIBodyIdleTimeout time.Duration
+
 	// APIRetryBuffer is the most bytes of request bodies that all /proxy/
 	// requests together keep buffered so that they can be sent again after
 	// a 401 (each body at most 1 MiB). A body that would take the buffers

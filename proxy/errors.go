@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/token-sidecar/token-sidecar/cache"
 )
 
 // Error codes of the JSON error body. The first nine are the contract's
@@ -160,6 +162,14 @@ func classify(err error) problem {
 		// a bug to fix, not something to guess a status for.
 		p.code = codeInternal
 		status, message, _ = errorTable(codeInternal)
+	}
+	var limited *cache.RefreshLimitedError
+	if errors.As(err, &limited) {
+		// A forced refresh inside -min-refresh-interval gets the error of
+		// that interval's forced exchange as a 503 (contract, "Forced
+		// refresh"), whatever its code: the caller may try again once the
+		// interval is over, and Retry-After says when.
+		status = http.StatusServiceUnavailable
 	}
 	p.status = status
 	if p.message == "" {

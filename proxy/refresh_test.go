@@ -141,3 +141,33 @@ func TestRefreshInsideTheIntervalAnswersTheIntervalsError(t *testing.T) {
 		t.Fatalf("Refresh = %v, want a RefreshLimitedError", err)
 	}
 }
+
+// A forced exchange that failed for good (the client was rejected) is, for a
+// POST inside the same interval, "its error as a 503 with a Retry-After up
+// to the interval's end": no upstream call, the code kept, the status 503.
+func TestRefreshInsideTheIntervalAfterATerminalFailureIs503(t *testing.T) {
+	calls := 0
+	rejected := false
+	tokens := realCache(t, func(context.Context, cache.FetchRequest) (cache.Token, error) {
+		calls++
+		if rejected {
+			return cache.Token{}, &codedError{code: "OAUTH_INVALID_GRANT"}
+		}
+		return cache.Token{AccessToken: "t1", ExpiresAt: time.Now().Add(time.Hour), Lifetime: time.Hour}, nil
+	}, func(c *cache.Config) { c.MinRefreshInterval = 30 * time.Second })
+	h, err := NewTokenHandler(Config{Cache: tokens, RequireRequestHeader: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	decodeToken(t, serve(h, tokenRequest(http.MethodGet, "/token?tenant=acme")))
+	rejected = true
+	wantError(t, serve(h, tokenRequest(http.MethodPost, "/token/refresh?tenant=acme")), http.StatusBadGateway, "OAUTH_INVALID_GRANT")
+	rec := serve(h, tokenRequest(http.MethodPost, "/token/refresh?tenant=acme"))
+	wantError(t, rec, http.StatusServiceUnavailable, "OAUTH_INVALID_GRANT")
+	if ra, err := strconv.Atoi(rec.Header().Get("Retry-After")); err != nil || ra < 29 || ra > 30 {
+		t.Fatalf("Retry-After = %q, want the interval's end (30 s)", rec.Header().Get("Retry-After"))
+	}
+	if calls != 2 {
+		t.Fatalf("%d upstream calls, want 2 (the miss and one forced exchange)", calls)
+	}
+}

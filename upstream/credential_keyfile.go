@@ -24,6 +24,9 @@ type CredentialKeyFile struct {
 
 	mu   sync.Mutex // serialises Reload
 	last [sha256.Size]byte
+	// readErr is the text of the last read that failed, "" after a read
+	// that worked: an unreadable file is reported once, not at every poll.
+	readErr string
 }
 
 // KeyFileReload is what one poll of a CredentialKeyFile found. It holds
@@ -66,12 +69,17 @@ func (f *CredentialKeyFile) Reload() KeyFileReload {
 	data, err := readKeyFile(f.path)
 	defer clear(data)
 	if err != nil {
-		// An unreadable file (mid-swap, removed) is reported at every poll
-		// until it reads again; its content is unknown, so it is not
-		// remembered.
+		// An unreadable file (mid-swap, removed) is reported once for each
+		// new reason; its content is unknown, so the next read that works
+		// is compared with the last content that was read.
+		if err.Error() == f.readErr {
+			return KeyFileReload{KeyIDs: f.Keys().KeyIDs()}
+		}
+		f.readErr = err.Error()
 		return KeyFileReload{Changed: true, KeyIDs: f.Keys().KeyIDs(),
 			Err: fmt.Errorf("credential keys file %s: %w", f.path, err)}
 	}
+	f.readErr = ""
 	sum := sha256.Sum256(data)
 	if f.keys.Load() != nil && sum == f.last {
 		return KeyFileReload{KeyIDs: f.Keys().KeyIDs()}

@@ -188,6 +188,19 @@ func TestCredentialKeyFileReloads(t *testing.T) {
 	if r := f.Reload(); r.Err == nil || f.Keys() == nil {
 		t.Errorf("removed file: %+v", r)
 	}
+	// Still removed at the next poll: reported once, not at every poll.
+	if r := f.Reload(); r.Changed || r.Err != nil {
+		t.Errorf("the same missing file reported again: %+v", r)
+	}
+	// Back, then gone again: that is news once more.
+	swapKeyFile(t, dir, upstreamtest.JWKSet(oldKey))
+	if r := f.Reload(); !r.Changed || r.Err != nil || !slices.Equal(f.Keys().KeyIDs(), []string{"k-rsa"}) {
+		t.Errorf("after the file came back: %+v", r)
+	}
+	os.Remove(path)
+	if r := f.Reload(); r.Err == nil {
+		t.Errorf("removed again: %+v", r)
+	}
 }
 
 func TestLoadCredentialKeyFileErrors(t *testing.T) {

@@ -44,16 +44,25 @@ func unknownQueryKey(rawQuery string) (string, bool) {
 }
 
 // misspeltTenantHeader returns the name of the first header of h that is
-// X-Tenant-ID spelt another way — the same letters and digits, in any case,
-// with other separators or none (X_Tenant_ID, X-TenantID, X.Tenant.Id) — and
+// X-Tenant-ID spelt another way — with other separators or none
+// (X_Tenant_ID, X-TenantID, X.Tenant.Id), without its X or ID (Tenant-ID,
+// X-Tenant), or with a double n (X-Tennant-ID), in any case — and
 // true; "" and false when there is none. X-Tenant-ID itself, in any case, is
 // not misspelt. Some proxies (nginx by default) drop headers with an
 // underscore while Go keeps them, so such a header would reach one hop and
 // not the next. It does not allocate.
 func misspeltTenantHeader(h http.Header) (string, bool) {
 	for name := range h {
-		if lettersAndDigitsFold(name, "xtenantid") && !strings.EqualFold(name, headerTenantID) {
-			return name, true
+		if strings.EqualFold(name, headerTenantID) {
+			continue
+		}
+		// The letters and digits of the names an app is likely to send when
+		// it means X-Tenant-ID: the name itself with other separators,
+		// without its X or its ID, and with the common double n.
+		for _, want := range [...]string{"xtenantid", "tenantid", "xtenant", "tenant", "xtennantid", "tennantid"} {
+			if lettersAndDigitsFold(name, want) {
+				return name, true
+			}
 		}
 	}
 	return "", false

@@ -105,69 +105,54 @@ func TestSlotStarvedFetchAnswers503(t *testing.T) {
 
 // A POST inside -min-refresh-interval after a failed forced exchange gets
 // that error as a 503 with a Retry-After up to the interval's end, and makes
-// no upstream call.
+// no upstream call — a transient failure (the token stays served) and a
+// terminal one (the client was rejected) alike: "its error as a 503".
 func TestRefreshInsideTheIntervalAnswersTheIntervalsError(t *testing.T) {
-	calls := 0
-	failing := false
-	tokens := realCache(t, func(context.Context, cache.FetchRequest) (cache.Token, error) {
-		calls++
-		if failing {
-			return cache.Token{}, &codedError{code: "OAUTH_EXCHANGE_FAILED"}
-		}
-		return cache.Token{AccessToken: "t1", ExpiresAt: time.Now().Add(time.Hour), Lifetime: time.Hour}, nil
-	}, func(c *cache.Config) { c.MinRefreshInterval = 30 * time.Second })
-	h, err := NewTokenHandler(Config{Cache: tokens, RequireRequestHeader: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	decodeToken(t, serve(h, tokenRequest(http.MethodGet, "/token?tenant=acme")))
-	failing = true
-	wantError(t, serve(h, tokenRequest(http.MethodPost, "/token/refresh?tenant=acme")), http.StatusServiceUnavailable, "OAUTH_EXCHANGE_FAILED")
-	rec := serve(h, tokenRequest(http.MethodPost, "/token/refresh?tenant=acme"))
-	wantError(t, rec, http.StatusServiceUnavailable, "OAUTH_EXCHANGE_FAILED")
-	if ra, err := strconv.Atoi(rec.Header().Get("Retry-After")); err != nil || ra < 29 || ra > 30 {
-		t.Fatalf("Retry-After = %q, want the interval's end (30 s)", rec.Header().Get("Retry-After"))
-	}
-	if calls != 2 {
-		t.Fatalf("%d upstream calls, want 2 (the miss and one forced exchange)", calls)
-	}
-	// The failure was transient: GET still serves the token.
-	if b := decodeToken(t, serve(h, tokenRequest(http.MethodGet, "/token?tenant=acme"))); b.AccessToken != "t1" {
-		t.Fatalf("GET = %q, want t1", b.AccessToken)
-	}
-	var limited *cache.RefreshLimitedError
-	_, err = tokens.Refresh(context.Background(), cache.Key{Provider: "genesys", Tenant: "acme"}, "")
-	if !errors.As(err, &limited) {
-		t.Fatalf("Refresh = %v, want a RefreshLimitedError", err)
-	}
-}
-
-// A forced exchange that failed for good (the client was rejected) is, for a
-// POST inside the same interval, "its error as a 503 with a Retry-After up
-// to the interval's end": no upstream call, the code kept, the status 503.
-func TestRefreshInsideTheIntervalAfterATerminalFailureIs503(t *testing.T) {
-	calls := 0
-	rejected := false
-	tokens := realCache(t, func(context.Context, cache.FetchRequest) (cache.Token, error) {
-		calls++
-		if rejected {
-			return cache.Token{}, &codedError{code: "OAUTH_INVALID_GRANT"}
-		}
-		return cache.Token{AccessToken: "t1", ExpiresAt: time.Now().Add(time.Hour), Lifetime: time.Hour}, nil
-	}, func(c *cache.Config) { c.MinRefreshInterval = 30 * time.Second })
-	h, err := NewTokenHandler(Config{Cache: tokens, RequireRequestHeader: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	decodeToken(t, serve(h, tokenRequest(http.MethodGet, "/token?tenant=acme")))
-	rejected = true
-	wantError(t, serve(h, tokenRequest(http.MethodPost, "/token/refresh?tenant=acme")), http.StatusBadGateway, "OAUTH_INVALID_GRANT")
-	rec := serve(h, tokenRequest(http.MethodPost, "/token/refresh?tenant=acme"))
-	wantError(t, rec, http.StatusServiceUnavailable, "OAUTH_INVALID_GRANT")
-	if ra, err := strconv.Atoi(rec.Header().Get("Retry-After")); err != nil || ra < 29 || ra > 30 {
-		t.Fatalf("Retry-After = %q, want the interval's end (30 s)", rec.Header().Get("Retry-After"))
-	}
-	if calls != 2 {
-		t.Fatalf("%d upstream calls, want 2 (the miss and one forced exchange)", calls)
+	for _, tt := range []struct {
+		code        string
+		firstStatus int // the POST that made the forced exchange
+		transient   bool
+	}{
+		{code: "OAUTH_EXCHANGE_FAILED", firstStatus: http.StatusServiceUnavailable, transient: true},
+		{code: "OAUTH_INVALID_GRANT", firstStatus: http.StatusBadGateway},
+	} {
+		t.Run(tt.code, func(t *testing.T) {
+			calls := 0
+			failing := false
+			tokens := realCache(t, func(context.Context, cache.FetchRequest) (cache.Token, error) {
+				calls++
+				if failing {
+					return cache.Token{}, &codedError{code: tt.code}
+				}
+				return cache.Token{AccessToken: "t1", ExpiresAt: time.Now().Add(time.Hour), Lifetime: time.Hour}, nil
+			}, func(c *cache.Config) { c.MinRefreshInterval = 30 * time.Second })
+			h, err := NewTokenHandler(Config{Cache: tokens, RequireRequestHeader: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			decodeToken(t, serve(h, tokenRequest(http.MethodGet, "/token?tenant=acme")))
+			failing = true
+			wantError(t, serve(h, tokenRequest(http.MethodPost, "/token/refresh?tenant=acme")), tt.firstStatus, tt.code)
+			rec := serve(h, tokenRequest(http.MethodPost, "/token/refresh?tenant=acme"))
+			wantError(t, rec, http.StatusServiceUnavailable, tt.code)
+			if ra, err := strconv.Atoi(rec.Header().Get("Retry-After")); err != nil || ra < 29 || ra > 30 {
+				t.Fatalf("Retry-After = %q, want the interval's end (30 s)", rec.Header().Get("Retry-After"))
+			}
+			if calls != 2 {
+				t.Fatalf("%d upstream calls, want 2 (the miss and one forced exchange)", calls)
+			}
+			if !tt.transient {
+				return
+			}
+			// The failure was transient: GET still serves the token.
+			if b := decodeToken(t, serve(h, tokenRequest(http.MethodGet, "/token?tenant=acme"))); b.AccessToken != "t1" {
+				t.Fatalf("GET = %q, want t1", b.AccessToken)
+			}
+			var limited *cache.RefreshLimitedError
+			_, err = tokens.Refresh(context.Background(), cache.Key{Provider: "genesys", Tenant: "acme"}, "")
+			if !errors.As(err, &limited) {
+				t.Fatalf("Refresh = %v, want a RefreshLimitedError", err)
+			}
+		})
 	}
 }

@@ -89,7 +89,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.scenario, "scenario", "all", "hit-vs-static, mixed, flood, memory or all (all but flood, then flood)")
+	fs.StringVar(&o.scenario, "scenario", "all", "hit-vs-static, mixed, flood, memory, idle or all (all but flood and idle, then flood)")
 	fs.StringVar(&o.binary, "binary", "", "token-sidecar binary to measure; empty builds ./cmd/token-sidecar into a temporary directory")
 	fs.BoolVar(&o.json, "json", false, "also print the results as one JSON document")
 	fs.IntVar(&o.genProcs, "gen-procs", 1, "GOMAXPROCS of this load generator, which shares the machine with the sidecar (0 = leave the default)")
@@ -130,7 +130,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	switch o.scenario {
-	case "hit-vs-static", "mixed", "flood", "memory", "all":
+	case "hit-vs-static", "mixed", "flood", "memory", "idle", "all":
 	default:
 		return o, fmt.Errorf("unknown -scenario %q", o.scenario)
 	}
@@ -216,6 +216,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			rep.Flood, err = runFlood(ctx, o, stderr)
 			if err == nil {
 				rep.printFlood(stdout)
+			}
+		case "idle":
+			rep.Idle, err = runIdle(ctx, o, stderr)
+			if err == nil {
+				rep.printIdle(stdout)
 			}
 		}
 		if err != nil {

@@ -35,6 +35,7 @@ type report struct {
 	Mixed        *mixedResult       `json:"mixed,omitempty"`
 	Memory       *memoryResult      `json:"memory,omitempty"`
 	Flood        *floodResult       `json:"flood,omitempty"`
+	Idle         *idleResult        `json:"idle,omitempty"`
 
 	settle time.Duration
 }

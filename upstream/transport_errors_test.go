@@ -27,12 +27,12 @@ func spanText(spans []sdktrace.ReadOnlySpan) string {
 	for _, s := range spans {
 		fmt.Fprintln(&b, s.Name(), s.Status().Description)
 		for _, a := range s.Attributes() {
-			fmt.Fprintln(&b, a.Key, a.Value.Emit())
+			fmt.Fprintln(&b, a.Key, a.Value.String())
 		}
 		for _, e := range s.Events() {
 			fmt.Fprintln(&b, e.Name)
 			for _, a := range e.Attributes {
-				fmt.Fprintln(&b, a.Key, a.Value.Emit())
+				fmt.Fprintln(&b, a.Key, a.Value.String())
 			}
 		}
 	}

@@ -28,12 +28,12 @@ func spansText(spans []sdktrace.ReadOnlySpan) string {
 	for _, s := range spans {
 		fmt.Fprintln(&b, s.Name(), s.Status().Description)
 		for _, a := range s.Attributes() {
-			fmt.Fprintln(&b, a.Key, a.Value.Emit())
+			fmt.Fprintln(&b, a.Key, a.Value.String())
 		}
 		for _, e := range s.Events() {
 			fmt.Fprintln(&b, e.Name)
 			for _, a := range e.Attributes {
-				fmt.Fprintln(&b, a.Key, a.Value.Emit())
+				fmt.Fprintln(&b, a.Key, a.Value.String())
 			}
 		}
 	}

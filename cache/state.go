@@ -3,9 +3,11 @@ package cache
 import (
 	"context"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unique"
 
 	"github.com/jellydator/ttlcache/v3"
 )
@@ -63,9 +65,8 @@ type state struct {
 	// failed, 0 otherwise. It keeps stale hits off mu.
 	noAheadUntil atomic.Int64
 
-	mu   sync.Mutex
-	gen  uint64
-	dead bool
+	mu  sync.Mutex
+	gen uint64
 
 	// tokItem and negItem are the state's items in the token and negative
 	// indexes; nil when not indexed there.
@@ -77,6 +78,8 @@ type state struct {
 	// outcome.
 	normalSeq, forcedSeq         uint64
 	normalRunning, forcedRunning bool
+	// dead: released from the registry; a caller holding it takes a new one.
+	dead bool
 
 	// refreshing: a refresh ahead runs (possibly joined to a miss flight).
 	refreshing bool
@@ -166,6 +169,10 @@ func (c *Cache) stateFor(key Key) *state {
 	defer c.mu.Unlock()
 	s := c.states[key]
 	if s == nil {
+		// The key's strings may be slices of a larger string (the
+		// request line): the state, kept for the token's life, holds a
+		// copy of the tenant of its own, and the one copy of the provider.
+		key = Key{Provider: unique.Make(key.Provider).Value(), Tenant: strings.Clone(key.Tenant)}
 		s = &state{key: key, heapIdx: -1}
 		s.view.Store(emptyView)
 		c.states[key] = s
@@ -207,6 +214,10 @@ func (c *Cache) release(s *state) {
 // scheduled. Called with mu held.
 func (c *Cache) storeToken(s *state, tok Token, now time.Time) {
 	s.gen++
+	// Every token of a provider has the same few TokenType and APIBaseURL
+	// values: one copy of each is kept, not one per tenant.
+	tok.TokenType = unique.Make(tok.TokenType).Value()
+	tok.APIBaseURL = unique.Make(tok.APIBaseURL).Value()
 	v := &view{
 		s:           s,
 		tok:         tok,

@@ -97,7 +97,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.scenario, "scenario", "all", "hit-vs-static, mixed, flood, memory, fleet (needs redis-server) or all (all but flood and fleet, then flood)")
+	fs.StringVar(&o.scenario, "scenario", "all", "hit-vs-static, mixed, flood, memory, idle, fleet (needs redis-server) or all (all but flood, idle and fleet, then flood)")
 	fs.StringVar(&o.binary, "binary", "", "token-sidecar binary to measure; empty builds ./cmd/token-sidecar into a temporary directory")
 	fs.BoolVar(&o.json, "json", false, "also print the results as one JSON document")
 	fs.IntVar(&o.genProcs, "gen-procs", 1, "GOMAXPROCS of this load generator, which shares the machine with the sidecar (0 = leave the default)")
@@ -149,7 +149,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		o.fleetPods = append(o.fleetPods, n)
 	}
 	switch o.scenario {
-	case "hit-vs-static", "mixed", "flood", "memory", "fleet", "all":
+	case "hit-vs-static", "mixed", "flood", "memory", "idle", "fleet", "all":
 	default:
 		return o, fmt.Errorf("unknown -scenario %q", o.scenario)
 	}
@@ -240,6 +240,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			rep.Fleet, err = runFleet(ctx, o, stderr)
 			if err == nil {
 				rep.printFleet(stdout)
+			}
+		case "idle":
+			rep.Idle, err = runIdle(ctx, o, stderr)
+			if err == nil {
+				rep.printIdle(stdout)
 			}
 		}
 		if err != nil {

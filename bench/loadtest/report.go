@@ -36,6 +36,7 @@ type report struct {
 	Memory       *memoryResult      `json:"memory,omitempty"`
 	Flood        *floodResult       `json:"flood,omitempty"`
 	Fleet        *fleetResult       `json:"fleet,omitempty"`
+	Idle         *idleResult        `json:"idle,omitempty"`
 
 	settle time.Duration
 }

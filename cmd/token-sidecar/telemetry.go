@@ -13,7 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/otlptranslator"
-	"go.opentelemetry.io/contrib/exporters/autoexport"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/attribute"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
@@ -79,10 +78,10 @@ type telemetryOptions struct {
 // built at all: nothing connects anywhere, and the tracer provider is the
 // no-op one.
 //
-// The exporters themselves (autoexport, otlptracehttp, otlpmetrichttp…) read
-// their settings — endpoint, protocol, headers, timeouts, OTEL_TRACES_SAMPLER,
-// OTEL_BSP_* — from the process environment, as the OpenTelemetry SDK always
-// does; getenv only decides whether they are built.
+// Which exporter, and its OTLP protocol, getenv says too (exporters.go).
+// The exporters themselves (otlptracehttp, otlpmetricgrpc…) read their
+// settings — endpoint, headers, timeouts, OTEL_TRACES_SAMPLER, OTEL_BSP_* —
+// from the process environment, as the OpenTelemetry SDK always does.
 func newTelemetry(ctx context.Context, getenv func(string) string, logger *slog.Logger, opts telemetryOptions) (_ *telemetry, err error) {
 	t := &telemetry{propagator: propagation.TraceContext{}, exporters: []string{}}
 	defer func() {
@@ -98,17 +97,12 @@ func newTelemetry(ctx context.Context, getenv func(string) string, logger *slog.
 	// Traces.
 	var spanProcessors []sdktrace.SpanProcessor
 	if exportEnabled(getenv, "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
-		exp, err := autoexport.NewSpanExporter(ctx)
+		exp, desc, err := newSpanExporter(ctx, getenv)
 		if err != nil {
 			return nil, fmt.Errorf("trace exporter (OTEL_TRACES_EXPORTER, OTEL_EXPORTER_OTLP_*): %w", err)
 		}
-		if autoexport.IsNoneSpanExporter(exp) {
-			// The process environment disagrees with getenv; it says none.
-			_ = exp.Shutdown(ctx)
-		} else {
-			spanProcessors = append(spanProcessors, sdktrace.NewBatchSpanProcessor(exp))
-			t.exporters = append(t.exporters, fmt.Sprintf("traces: %T", exp))
-		}
+		spanProcessors = append(spanProcessors, sdktrace.NewBatchSpanProcessor(exp))
+		t.exporters = append(t.exporters, "traces: "+desc)
 	}
 	spanProcessors = append(spanProcessors, opts.spanProcessors...)
 	t.spanProcessors = len(spanProcessors)
@@ -160,16 +154,12 @@ func newTelemetry(ctx context.Context, getenv func(string) string, logger *slog.
 	}
 	mopts := []sdkmetric.Option{sdkmetric.WithResource(res), sdkmetric.WithReader(promExporter)}
 	if exportEnabled(getenv, "OTEL_METRICS_EXPORTER", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") {
-		reader, err := autoexport.NewMetricReader(ctx)
+		reader, desc, err := newMetricReader(ctx, getenv)
 		if err != nil {
 			return nil, fmt.Errorf("metric exporter (OTEL_METRICS_EXPORTER, OTEL_EXPORTER_OTLP_*): %w", err)
 		}
-		if autoexport.IsNoneMetricReader(reader) {
-			_ = reader.Shutdown(ctx)
-		} else {
-			mopts = append(mopts, sdkmetric.WithReader(reader))
-			t.exporters = append(t.exporters, fmt.Sprintf("metrics: %T", reader))
-		}
+		mopts = append(mopts, sdkmetric.WithReader(reader))
+		t.exporters = append(t.exporters, "metrics: "+desc)
 	}
 	for _, r := range opts.metricReaders {
 		mopts = append(mopts, sdkmetric.WithReader(r))
@@ -225,8 +215,7 @@ func exportEnabled(getenv func(string) string, exporterVar, endpointVar string) 
 	}
 	switch v := strings.ToLower(strings.TrimSpace(getenv(exporterVar))); v {
 	case "none", "prometheus":
-		// prometheus: autoexport would start a server of its own; the admin
-		// listener's /metrics is that server.
+		// prometheus: the admin listener's /metrics is that server.
 		return false
 	case "":
 		return getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || getenv(endpointVar) != ""

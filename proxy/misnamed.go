@@ -53,38 +53,41 @@ func unknownQueryKey(rawQuery string) (string, bool) {
 // not the next. It does not allocate.
 func misspeltTenantHeader(h http.Header) (string, bool) {
 	for name := range h {
-		if strings.EqualFold(name, headerTenantID) {
-			continue
-		}
-		// The letters and digits of the names an app is likely to send when
-		// it means X-Tenant-ID: the name itself with other separators,
-		// without its X or its ID, and with the common double n.
-		for _, want := range [...]string{"xtenantid", "tenantid", "xtenant", "tenant", "xtennantid", "tennantid"} {
-			if lettersAndDigitsFold(name, want) {
-				return name, true
-			}
+		if misspeltTenantName(name) {
+			return name, true
 		}
 	}
 	return "", false
 }
 
-// lettersAndDigitsFold reports whether the ASCII letters and digits of s are,
-// ignoring case, exactly want (lower-case letters and digits).
-func lettersAndDigitsFold(s, want string) bool {
-	j := 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
+// misspeltTenantName reports whether name is a misspelling of X-Tenant-ID
+// (and not X-Tenant-ID itself, in any case): its ASCII letters and digits,
+// lower-cased, are those of a name an app is likely to send when it means
+// X-Tenant-ID — the name itself with other separators, without its X or
+// its ID, or with the common double n. One pass, no allocation.
+func misspeltTenantName(name string) bool {
+	var buf [len("xtennantid")]byte
+	n := 0
+	for i := 0; i < len(name); i++ {
+		c := name[i]
 		if 'A' <= c && c <= 'Z' {
 			c += 'a' - 'A'
 		} else if !isAlnum(c) {
 			continue
 		}
-		if j == len(want) || want[j] != c {
-			return false
+		if n == len(buf) {
+			return false // longer than every misspelling
 		}
-		j++
+		buf[n] = c
+		n++
 	}
-	return j == len(want)
+	switch string(buf[:n]) {
+	case "xtenantid":
+		return !strings.EqualFold(name, headerTenantID)
+	case "tenantid", "xtenant", "tenant", "xtennantid", "tennantid":
+		return true
+	}
+	return false
 }
 
 // quoteName quotes a name the caller sent for an answer or a log line: cut

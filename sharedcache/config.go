@@ -59,6 +59,12 @@ type Config struct {
 	// DefaultLease.
 	Lease time.Duration
 
+	// InnerBudget is the longest Inner may need (the pipeline's
+	// LongestIssue). A fetch waits for another sidecar's lease only while
+	// that much of its context is left, then fetches on its own. Zero: waits
+	// to the end of its context.
+	InnerBudget time.Duration
+
 	// MinRefreshInterval is the least time between two forced exchanges of
 	// one key across the fleet (the cache's -min-refresh-interval). Zero
 	// means no fleet-wide limit.

@@ -343,6 +343,11 @@ func (s *Source) open(ctx context.Context, ring *keyring, key cache.Key, vals []
 // server holds garbage that would make everyone wait for ever.
 var errStuckLease = errors.New("sharedcache: the fetch lease has no expiry")
 
+// errWaitedTooLong: the lease holder has not written a token while this
+// fetch could still afford to wait (Config.InnerBudget left): it fetches on
+// its own rather than fail a request that fetching would answer.
+var errWaitedTooLong = errors.New("sharedcache: the lease holder took longer than this sidecar can wait")
+
 // direct fetches from the inner Source as if there were no shared cache,
 // because of cause.
 func (s *Source) direct(ctx context.Context, req cache.FetchRequest, cause error) (cache.Token, string, error) {
@@ -382,8 +387,17 @@ func (s *Source) leased(ctx context.Context, req cache.FetchRequest, ring *keyri
 			s.metrics.lease(ctx, leaseWaited)
 			waited = true
 		}
-		e, ok, err := s.waitFor(ctx, req, ring, n)
+		wctx, cancel := ctx, context.CancelFunc(func() {})
+		if d, ok := ctx.Deadline(); ok && s.cfg.InnerBudget > 0 {
+			wctx, cancel = context.WithDeadline(ctx, d.Add(-s.cfg.InnerBudget))
+		}
+		e, ok, err := s.waitFor(wctx, req, ring, n)
+		cancel()
 		switch {
+		case ctx.Err() == nil && wctx.Err() != nil:
+			// Waited as long as this pod can afford: fetch on its own, with
+			// the whole budget the upstreams may need.
+			return s.direct(ctx, req, errWaitedTooLong)
 		case ctx.Err() != nil:
 			return cache.Token{}, resultFallback, fmt.Errorf("waiting for another sidecar's fetch of the %s token of tenant %q: %w", req.Key.Provider, req.Key.Tenant, ctx.Err())
 		case err != nil:
@@ -433,6 +447,10 @@ func (s *Source) waitFor(ctx context.Context, req cache.FetchRequest, ring *keyr
 			done()
 			return sharedEntry{}, false, nil
 		case -1:
+			done()
+			return sharedEntry{}, false, errStuckLease
+		}
+		if ttl > s.cfg.Lease+s.cfg.Timeout { // no sidecar sets a longer one
 			done()
 			return sharedEntry{}, false, errStuckLease
 		}

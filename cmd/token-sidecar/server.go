@@ -137,8 +137,9 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		RefreshRetryDelay:    cfg.RefreshRetryInterval,
 		// The shared fetch may outlive every caller; bound it by the longest
 		// the upstreams can take with all their retries, so that it is never
-		// cut off between two retries.
-		FetchTimeout:       source.pipeline.LongestIssue() + fetchTimeoutSlack,
+		// cut off between two retries — plus, with a shared cache, what it
+		// may spend on the server and waiting for another pod's lease first.
+		FetchTimeout:       source.pipeline.LongestIssue() + fetchTimeoutSlack + cfg.sharedCacheAllowance(),
 		Logger:             logger,
 		MeterProvider:      tel.meter(),
 		TracerProvider:     tel.tracerProvider,

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -221,6 +222,11 @@ func (c *Cache) apply(s *state, kind flightKind, seq, from uint64, reason Reason
 		s.forcedRunning = false
 		if s.forcedSeq == seq {
 			s.forced.done, s.forced.tok, s.forced.err = true, tok, err
+			var limited LimitedError
+			if errors.As(err, &limited) {
+				// No exchange ran here: the interval is the Source's.
+				s.forced.at = limited.LimitedUntil().Add(-c.cfg.MinRefreshInterval)
+			}
 		}
 	} else {
 		s.normalRunning = false

@@ -95,6 +95,17 @@ type Source interface {
 	Fetch(ctx context.Context, req FetchRequest) (Token, error)
 }
 
+// LimitedError is implemented by a Source error that refused a forced fetch
+// without an exchange because the key's forced-refresh interval, kept
+// elsewhere (another pod's forced exchange, in a shared cache), runs until
+// LimitedUntil. The cache's own interval for the key then ends there too,
+// rather than MinRefreshInterval after the refused fetch: the two never add
+// up.
+type LimitedError interface {
+	error
+	LimitedUntil() time.Time
+}
+
 // SourceFunc adapts a function to Source.
 type SourceFunc func(ctx context.Context, req FetchRequest) (Token, error)
 

@@ -502,9 +502,12 @@ func (s *Source) hold(ctx context.Context, req cache.FetchRequest, ring *keyring
 				s.metrics.adopted(ctx, req.Reason.String())
 				return e.token, resultLimited, nil
 			}
+			// Another pod's clock set since: never answer a wait longer
+			// than the interval itself.
+			retry := min(time.UnixMilli(since).Add(s.cfg.MinRefreshInterval).Sub(now), s.cfg.MinRefreshInterval)
 			return cache.Token{}, resultLimited, &RefreshLimitedError{
 				Provider: req.Key.Provider, Tenant: req.Key.Tenant,
-				Retry: time.UnixMilli(since).Add(s.cfg.MinRefreshInterval).Sub(now),
+				Retry: retry, Until: now.Add(retry),
 			}
 		}
 		forcedAt = since
@@ -575,8 +578,15 @@ func newOwner() string {
 // answers it 503 with Retry-After.
 type RefreshLimitedError struct {
 	Provider, Tenant string
-	Retry            time.Duration
+	// Retry is the time left in the fleet's interval, at most the interval.
+	Retry time.Duration
+	// Until is when the fleet's interval ends, by this pod's clock.
+	Until time.Time
 }
+
+// LimitedUntil implements cache.LimitedError: the pod's own forced-refresh
+// interval for the key ends with the fleet's.
+func (e *RefreshLimitedError) LimitedUntil() time.Time { return e.Until }
 
 func (e *RefreshLimitedError) Error() string {
 	return fmt.Sprintf("sharedcache: the %s token of tenant %q was force-refreshed by another sidecar less than the minimum refresh interval ago, without a new token", e.Provider, e.Tenant)

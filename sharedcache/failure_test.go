@@ -169,3 +169,29 @@ func TestSharingResumesWhenTheServerComesBack(t *testing.T) {
 		return b.up.calls.Load() == before
 	})
 }
+
+// A half-open breaker's probe that learns nothing of the server (the caller
+// gave up first) must not close the breaker: against a dead server every
+// fetch would then pay a timeout again until it reopens.
+func TestAProbeCutOffByItsCallerDoesNotCloseTheBreaker(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	p := newPod(t, "redis://"+addr, writeKeyFile(t, newKey(t)), func(c *Config) { c.BreakerDelay = 100 * time.Millisecond })
+	for range 8 {
+		fallsBack(t, p, key1)
+	}
+	if s := p.gauge(t, "token_sidecar.shared_cache.breaker.state"); s != 2 {
+		t.Fatalf("breaker state %d, want 2 (open)", s)
+	}
+	time.Sleep(150 * time.Millisecond) // half-open: the next command is its probe
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, _ = p.Fetch(ctx, miss(key1))
+	if s := p.gauge(t, "token_sidecar.shared_cache.breaker.state"); s == 0 {
+		t.Fatal("a probe its caller cut off closed the breaker against a dead server")
+	}
+}

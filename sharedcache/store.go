@@ -46,11 +46,13 @@ type store struct {
 
 // do runs one round trip to the server. A reply of "no such key"
 // (redis.Nil) is a success. Any other error is the server's fault and counts
-// against the breaker, unless the caller's own context ended.
+// against the breaker, unless the caller's own context ended or this
+// process had no free connection (see below).
 func (s *store) do(ctx context.Context, command string, fn func(ctx context.Context) error) error {
 	if !s.breaker.TryAcquirePermit() {
 		return errBreakerOpen
 	}
+	probe := s.breaker.State() == circuitbreaker.HalfOpenState
 	ctx, span := s.tracer.Start(ctx, "redis "+command, trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(
 			attribute.String("db.system.name", "redis"),
@@ -70,8 +72,13 @@ func (s *store) do(ctx context.Context, command string, fn func(ctx context.Cont
 	case ctx.Err() != nil, errors.Is(err, redis.ErrPoolTimeout):
 		// The caller gave up, or this process had all its connections
 		// busy (a burst on a starved CPU): that says nothing about the
-		// server. The caller still falls back.
-		s.breaker.RecordSuccess()
+		// server, so a closed breaker records nothing. A half-open one's
+		// probe learned nothing either: it must not close the breaker, and
+		// must give its permit back, so it counts as a failure (the next
+		// probe comes after the breaker's delay). The caller falls back.
+		if probe {
+			s.breaker.RecordFailure()
+		}
 		span.SetStatus(codes.Error, err.Error())
 	default:
 		s.breaker.RecordFailure()

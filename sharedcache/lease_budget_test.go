@@ -91,3 +91,31 @@ func TestALeaseLongerThanAnySidecarSetsIsNotWaitedFor(t *testing.T) {
 		t.Errorf("pod b: %v; want a fallback as for a lease without expiry", err)
 	}
 }
+
+// With InnerBudget set as cmd sets it, a waiter whose budget still holds
+// adopts the holder's token: it does not fetch on its own.
+func TestAWaiterWithinItsBudgetAdoptsTheHoldersToken(t *testing.T) {
+	srv := redistest.Start(t)
+	keys := writeKeyFile(t, newKey(t))
+	const budget = time.Minute
+	a := newPod(t, srv.URL(), keys, func(c *Config) { c.Inner = slowUp{delay: 300 * time.Millisecond}; c.InnerBudget = budget })
+	b := newPod(t, srv.URL(), keys, func(c *Config) { c.InnerBudget = budget })
+	got := make(chan cache.Token, 1)
+	go func() {
+		tok, _ := a.Fetch(context.Background(), miss(key1))
+		got <- tok
+	}()
+	time.Sleep(50 * time.Millisecond) // a holds the lease
+	ctx, cancel := context.WithTimeout(context.Background(), budget+10*time.Second)
+	defer cancel()
+	tok, err := b.Fetch(ctx, miss(key1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := b.up.calls.Load(); n != 0 {
+		t.Fatalf("the waiter fetched %d times on its own, within its budget", n)
+	}
+	if held := <-got; tok.AccessToken != held.AccessToken {
+		t.Fatalf("the waiter got %q, the holder fetched %q", tok.AccessToken, held.AccessToken)
+	}
+}

@@ -392,9 +392,13 @@ func (s *Source) leased(ctx context.Context, req cache.FetchRequest, ring *keyri
 			wctx, cancel = context.WithDeadline(ctx, d.Add(-s.cfg.InnerBudget))
 		}
 		e, ok, err := s.waitFor(wctx, req, ring, n)
+		// Read before cancel, which would end wctx whatever happened.
+		waitedOut := errors.Is(wctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
 		cancel()
 		switch {
-		case ctx.Err() == nil && wctx.Err() != nil:
+		case ok:
+			return s.adopt(ctx, req, e)
+		case waitedOut:
 			// Waited as long as this pod can afford: fetch on its own, with
 			// the whole budget the upstreams may need.
 			return s.direct(ctx, req, errWaitedTooLong)
@@ -402,8 +406,6 @@ func (s *Source) leased(ctx context.Context, req cache.FetchRequest, ring *keyri
 			return cache.Token{}, resultFallback, fmt.Errorf("waiting for another sidecar's fetch of the %s token of tenant %q: %w", req.Key.Provider, req.Key.Tenant, ctx.Err())
 		case err != nil:
 			return s.direct(ctx, req, err)
-		case ok:
-			return s.adopt(ctx, req, e)
 		}
 	}
 }

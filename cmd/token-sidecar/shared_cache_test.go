@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/json"
 	"io"
 	"net/http"
 	"os"
@@ -61,26 +60,10 @@ func TestSharedCacheURLFromTheEnvironment(t *testing.T) {
 }
 
 func TestDashboardSharedCacheMetricsExist(t *testing.T) {
-	raw, err := os.ReadFile("../../charts/token-sidecar/dashboards/token-sidecar.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var dash struct {
-		Panels []struct {
-			Targets []struct {
-				Expr string `json:"expr"`
-			} `json:"targets"`
-		} `json:"panels"`
-	}
-	if err := json.Unmarshal(raw, &dash); err != nil {
-		t.Fatal(err)
-	}
 	var exprs []string
-	for _, p := range dash.Panels {
-		for _, tg := range p.Targets {
-			if strings.Contains(tg.Expr, "token_sidecar_shared_cache_") {
-				exprs = append(exprs, tg.Expr)
-			}
+	for _, e := range dashboardQueries(t) {
+		if strings.Contains(e, "token_sidecar_shared_cache_") {
+			exprs = append(exprs, e)
 		}
 	}
 	names := metricNames(exprs)

@@ -572,10 +572,10 @@ func TestOTLPExportCarriesTheTraceAndNoSecret(t *testing.T) {
 	}
 }
 
-// TestDashboardMetricsExist runs a script that makes every metric appear,
-// then checks that each metric name the Grafana dashboard queries is in
-// /metrics.
-func TestDashboardMetricsExist(t *testing.T) {
+// dashboardQueries are the PromQL queries of the Grafana dashboard: every
+// panel target and every templating variable's definition.
+func dashboardQueries(t *testing.T) []string {
+	t.Helper()
 	raw, err := os.ReadFile("../../charts/token-sidecar/dashboards/token-sidecar.json")
 	if err != nil {
 		t.Fatal(err)
@@ -606,6 +606,14 @@ func TestDashboardMetricsExist(t *testing.T) {
 			exprs = append(exprs, v.Definition)
 		}
 	}
+	return exprs
+}
+
+// TestDashboardMetricsExist runs a script that makes every metric appear,
+// then checks that each metric name the Grafana dashboard queries is in
+// /metrics.
+func TestDashboardMetricsExist(t *testing.T) {
+	exprs := dashboardQueries(t)
 	if len(exprs) < 10 {
 		t.Fatalf("only %d queries in the dashboard", len(exprs))
 	}

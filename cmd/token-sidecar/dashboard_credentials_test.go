@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/token-sidecar/token-sidecar/internal/testkit"
 	"github.com/token-sidecar/token-sidecar/upstream"
 	"github.com/token-sidecar/token-sidecar/upstream/upstreamtest"
 )
@@ -16,12 +17,7 @@ import (
 // key file change; and every outcome a panel matches on is one the binary
 // can serve.
 func TestDashboardCredentialMetricsExist(t *testing.T) {
-	var exprs []string
-	for _, e := range dashboardQueries(t) {
-		if strings.Contains(e, "token_sidecar_credential_") {
-			exprs = append(exprs, e)
-		}
-	}
+	exprs := dashboardQueriesWith(t, "token_sidecar_credential_")
 	names := metricNames(exprs)
 	want := []string{"token_sidecar_credential_decryptions_total", "token_sidecar_credential_keys", "token_sidecar_credential_keys_reloads_total"}
 	for _, n := range want {
@@ -37,7 +33,7 @@ func TestDashboardCredentialMetricsExist(t *testing.T) {
 	f.addSealedTenant("unknown-kid", newKey)
 	dir := t.TempDir()
 	env := f.env()
-	env["SIDECAR_CREDENTIAL_KEYS_FILE"] = installKeyFile(t, dir, upstreamtest.JWKSet(oldKey))
+	env["SIDECAR_CREDENTIAL_KEYS_FILE"] = testkit.InstallKeyFile(t, dir, "jwks.json", upstreamtest.JWKSet(oldKey))
 	s := startSidecar(t, env, "-credential-keys-poll-interval", "100ms")
 	if a := s.token(t, "sealed"); a.Status != http.StatusOK {
 		t.Fatalf("sealed: %d %s", a.Status, a.Message)
@@ -45,19 +41,10 @@ func TestDashboardCredentialMetricsExist(t *testing.T) {
 	if a := s.token(t, "unknown-kid"); a.Status != http.StatusBadGateway {
 		t.Fatalf("unknown kid: %d %s", a.Status, a.Message)
 	}
-	installKeyFile(t, dir, upstreamtest.JWKSet(oldKey, newKey))
+	testkit.InstallKeyFile(t, dir, "jwks.json", upstreamtest.JWKSet(oldKey, newKey))
 	waitForLog(t, s, `"msg":"credential keys reloaded"`)
 
-	// The series of /metrics: name → the label names and values it has.
-	series := map[string][]string{}
-	for _, line := range strings.Split(fetchMetrics(t, s), "\n") {
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		if i := strings.IndexAny(line, "{ "); i > 0 {
-			series[line[:i]] = append(series[line[:i]], line[i:])
-		}
-	}
+	series := servedSeries(t, s)
 	for _, n := range names {
 		if len(series[n]) == 0 {
 			t.Errorf("the dashboard queries %s, which /metrics does not have", n)
@@ -99,4 +86,32 @@ func TestDashboardCredentialMetricsExist(t *testing.T) {
 			t.Errorf("unexpected decryption series %s", sr)
 		}
 	}
+}
+
+// dashboardQueriesWith are the dashboard's queries that contain part.
+func dashboardQueriesWith(t *testing.T, part string) []string {
+	t.Helper()
+	var exprs []string
+	for _, e := range dashboardQueries(t) {
+		if strings.Contains(e, part) {
+			exprs = append(exprs, e)
+		}
+	}
+	return exprs
+}
+
+// servedSeries are the series s serves on /metrics: each metric name with
+// the rest of its lines (labels and value).
+func servedSeries(t *testing.T, s *sidecar) map[string][]string {
+	t.Helper()
+	series := map[string][]string{}
+	for _, line := range strings.Split(fetchMetrics(t, s), "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		if i := strings.IndexAny(line, "{ "); i > 0 {
+			series[line[:i]] = append(series[line[:i]], line[i:])
+		}
+	}
+	return series
 }

@@ -5,6 +5,11 @@
 #
 #   docker build --build-arg VERSION=1.2.3 -t token-sidecar:1.2.3 .
 #   docker buildx build --platform linux/amd64,linux/arm64 --build-arg VERSION=1.2.3 .
+#   docker build --build-arg BUILD=lean -t token-sidecar:1.2.3-lean .
+#
+# BUILD=lean is the build without OTLP export (-tags nootlp, no gRPC): a
+# smaller binary for pods that are scraped on /metrics only; it refuses
+# OTEL_*_EXPORTER=otlp at start. The default, full, has every feature.
 #
 # The binary is built by .ci/build-binary, the script CI runs too, so the
 # flags (CGO_ENABLED=0 -trimpath -ldflags "-s -w -X main.version=…") have one
@@ -24,9 +29,10 @@ COPY . .
 ARG TARGETOS
 ARG TARGETARCH
 ARG VERSION=dev
+ARG BUILD=full
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
-    GOOS=$TARGETOS GOARCH=$TARGETARCH VERSION=$VERSION \
+    GOOS=$TARGETOS GOARCH=$TARGETARCH VERSION=$VERSION BUILD=$BUILD \
     bash .ci/build-binary /out/token-sidecar
 
 FROM gcr.io/distroless/static-debian12:nonroot

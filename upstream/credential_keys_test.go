@@ -18,6 +18,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 
+	"github.com/token-sidecar/token-sidecar/internal/testkit"
 	"github.com/token-sidecar/token-sidecar/upstream/upstreamtest"
 )
 
@@ -116,40 +117,12 @@ func TestParseCredentialKeysRefusals(t *testing.T) {
 	}
 }
 
-// swapKeyFile installs data at dir/keys.json the way the kubelet updates a
-// mounted Secret: a new timestamped directory, a "..data" symlink swapped
-// to it by rename, and keys.json a symlink through "..data".
-func swapKeyFile(t *testing.T, dir string, data []byte) string {
-	t.Helper()
-	ts := filepath.Join(dir, fmt.Sprintf("..%d", time.Now().UnixNano()))
-	if err := os.Mkdir(ts, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(ts, "keys.json"), data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	tmp := filepath.Join(dir, "..data_tmp")
-	if err := os.Symlink(filepath.Base(ts), tmp); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, "keys.json")
-	if _, err := os.Lstat(path); err != nil {
-		if err := os.Symlink(filepath.Join("..data", "keys.json"), path); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return path
-}
-
 func TestCredentialKeyFileReloads(t *testing.T) {
 	t.Parallel()
 	k := testKeys()
 	oldKey, newKey := k[upstreamtest.AlgRSAOAEP256], k[upstreamtest.AlgECDHESA256KW]
 	dir := t.TempDir()
-	path := swapKeyFile(t, dir, upstreamtest.JWKSet(oldKey))
+	path := testkit.InstallKeyFile(t, dir, "keys.json", upstreamtest.JWKSet(oldKey))
 	f, err := LoadCredentialKeyFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -162,12 +135,12 @@ func TestCredentialKeyFileReloads(t *testing.T) {
 	}
 
 	// Rotation: the new key joins, the old stays.
-	swapKeyFile(t, dir, upstreamtest.JWKSet(oldKey, newKey))
+	testkit.InstallKeyFile(t, dir, "keys.json", upstreamtest.JWKSet(oldKey, newKey))
 	if r := f.Reload(); !r.Changed || r.Err != nil || !slices.Equal(r.KeyIDs, []string{"k-ec", "k-rsa"}) {
 		t.Errorf("after the swap: %+v", r)
 	}
 	// A bad file: reported once, the keys stay.
-	swapKeyFile(t, dir, []byte(`{"keys":[{"kty":"oct","kid":"x","k":"c2hvcnQ"}]}`))
+	testkit.InstallKeyFile(t, dir, "keys.json", []byte(`{"keys":[{"kty":"oct","kid":"x","k":"c2hvcnQ"}]}`))
 	r := f.Reload()
 	if !r.Changed || r.Err == nil || !strings.Contains(r.Err.Error(), path) || !strings.Contains(r.Err.Error(), `kid "x"`) {
 		t.Errorf("bad file: %+v", r)
@@ -179,7 +152,7 @@ func TestCredentialKeyFileReloads(t *testing.T) {
 		t.Errorf("the same bad file reported again: %+v", r)
 	}
 	// The old key leaves.
-	swapKeyFile(t, dir, upstreamtest.JWKSet(newKey))
+	testkit.InstallKeyFile(t, dir, "keys.json", upstreamtest.JWKSet(newKey))
 	if r := f.Reload(); !r.Changed || r.Err != nil || !slices.Equal(f.Keys().KeyIDs(), []string{"k-ec"}) {
 		t.Errorf("after the old key left: %+v", r)
 	}
@@ -193,7 +166,7 @@ func TestCredentialKeyFileReloads(t *testing.T) {
 		t.Errorf("the same missing file reported again: %+v", r)
 	}
 	// Back, then gone again: that is news once more.
-	swapKeyFile(t, dir, upstreamtest.JWKSet(oldKey))
+	testkit.InstallKeyFile(t, dir, "keys.json", upstreamtest.JWKSet(oldKey))
 	if r := f.Reload(); !r.Changed || r.Err != nil || !slices.Equal(f.Keys().KeyIDs(), []string{"k-rsa"}) {
 		t.Errorf("after the file came back: %+v", r)
 	}
@@ -223,7 +196,7 @@ func TestCredentialKeyFileWatch(t *testing.T) {
 	k := testKeys()
 	oldKey, newKey := k[upstreamtest.AlgDir], k[upstreamtest.AlgECDHESA256KW]
 	dir := t.TempDir()
-	f, err := LoadCredentialKeyFile(swapKeyFile(t, dir, upstreamtest.JWKSet(oldKey)))
+	f, err := LoadCredentialKeyFile(testkit.InstallKeyFile(t, dir, "keys.json", upstreamtest.JWKSet(oldKey)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +211,7 @@ func TestCredentialKeyFileWatch(t *testing.T) {
 	go func() { defer wg.Done(); f.Watch(ctx, 5*time.Millisecond, func(r KeyFileReload) { reports <- r }) }()
 	defer func() { cancel(); wg.Wait() }()
 
-	swapKeyFile(t, dir, upstreamtest.JWKSet(oldKey, newKey))
+	testkit.InstallKeyFile(t, dir, "keys.json", upstreamtest.JWKSet(oldKey, newKey))
 	select {
 	case r := <-reports:
 		if r.Err != nil || !slices.Equal(r.KeyIDs, []string{"k-dir", "k-ec"}) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/failsafe-go/failsafe-go/circuitbreaker"
 
+	"github.com/token-sidecar/token-sidecar/internal/testkit"
 	"github.com/token-sidecar/token-sidecar/upstream/upstreamtest"
 )
 
@@ -66,7 +67,7 @@ func TestStaticTokenOpensAJWE(t *testing.T) {
 func TestCredentialThatCannotBeOpenedIsNotRetried(t *testing.T) {
 	t.Parallel()
 	key := testKeys()[upstreamtest.AlgDir]
-	jwe := tamper(key.MustEncrypt("s3cr3t-tampered"), 3)
+	jwe := testkit.TamperJWE(key.MustEncrypt("s3cr3t-tampered"), 3)
 	for name, arrange := range map[string]func(*upstreamtest.TenantService){
 		"tampered": func(ts *upstreamtest.TenantService) {
 			ts.SetBody("acme", "genesys", 200, []byte(`{"clientId":"cid","clientSecret":"`+jwe+`","region":"eu-west-1"}`), "")
@@ -108,7 +109,7 @@ func TestBreakerDoesNotCountCredentialsThatCannotBeOpened(t *testing.T) {
 	t.Parallel()
 	ts := newFakeTenantService(t)
 	key := testKeys()[upstreamtest.AlgDir]
-	ts.SetBody("bad", "genesys", 200, []byte(`{"clientId":"cid","clientSecret":"`+tamper(key.MustEncrypt("x"), 3)+`","region":"eu-west-1"}`), "")
+	ts.SetBody("bad", "genesys", 200, []byte(`{"clientId":"cid","clientSecret":"`+testkit.TamperJWE(key.MustEncrypt("x"), 3)+`","region":"eu-west-1"}`), "")
 	ts.SetCredentials("good", upstreamtest.Credentials{ClientID: "cid", ClientSecret: "s3cr3t", Region: "eu-west-1"})
 	c := newTenantClient(t, ts.URL(), withKeys(testKeySet(t, key), false), func(cfg *TenantClientConfig) {
 		cfg.Breaker = BreakerConfig{FailureThreshold: 1, FailureRate: 1, OpenDuration: 10 * time.Second}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 
+	"github.com/token-sidecar/token-sidecar/internal/testkit"
 	"github.com/token-sidecar/token-sidecar/regions"
 	"github.com/token-sidecar/token-sidecar/upstream/upstreamtest"
 )
@@ -180,8 +181,8 @@ func FuzzTenantServiceBodyJWE(f *testing.F) {
 	for _, k := range keys {
 		jwe := k.MustEncrypt("s3cr3t-" + k.Alg)
 		f.Add([]byte(body(jwe)))
-		f.Add([]byte(body(tamper(jwe, 3))))
-		f.Add([]byte(body(tamper(jwe, 0))))
+		f.Add([]byte(body(testkit.TamperJWE(jwe, 3))))
+		f.Add([]byte(body(testkit.TamperJWE(jwe, 0))))
 		f.Add([]byte(body(strings.Replace(jwe, ".", "..", 1))))
 	}
 	dir := keys[upstreamtest.AlgDir].MustEncrypt("s3cr3t")

@@ -18,6 +18,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
+	"github.com/token-sidecar/token-sidecar/internal/testkit"
 	"github.com/token-sidecar/token-sidecar/upstream/upstreamtest"
 )
 
@@ -118,18 +119,6 @@ func TestPlainValues(t *testing.T) {
 	assertCredentialError(t, err, "", ReasonNotEncrypted, "plain-secret")
 }
 
-// tamper flips one bit in part i of a compact JWE, keeping it base64url.
-func tamper(jwe string, part int) string {
-	parts := strings.Split(jwe, ".")
-	b, err := base64.RawURLEncoding.DecodeString(parts[part])
-	if err != nil || len(b) == 0 {
-		panic("cannot tamper")
-	}
-	b[len(b)/2] ^= 0x01
-	parts[part] = base64.RawURLEncoding.EncodeToString(b)
-	return strings.Join(parts, ".")
-}
-
 // withHeader replaces the protected header of jwe (breaking its tag, which
 // does not matter for refusals decided from the header).
 func withHeader(jwe, header string) string {
@@ -162,11 +151,11 @@ func TestOpenRefusals(t *testing.T) {
 		{"no kid", mustEncrypt("", "dir", dir.JWK().Key), "", ReasonUnknownKID},
 		{"wrong dir key", other.MustEncrypt("s3cr3t-refused"), "k-dir", ReasonDecryptFailed},
 		{"wrong EC key", otherEC.MustEncrypt("s3cr3t-refused"), "k-ec", ReasonDecryptFailed},
-		{"tampered ciphertext dir", tamper(dir.MustEncrypt("s3cr3t-refused"), 3), "k-dir", ReasonDecryptFailed},
-		{"tampered ciphertext RSA", tamper(rsaKey.MustEncrypt("s3cr3t-refused"), 3), "k-rsa", ReasonDecryptFailed},
-		{"tampered wrapped key RSA", tamper(rsaKey.MustEncrypt("s3cr3t-refused"), 1), "k-rsa", ReasonDecryptFailed},
-		{"tampered tag EC", tamper(ec.MustEncrypt("s3cr3t-refused"), 4), "k-ec", ReasonDecryptFailed},
-		{"tampered iv EC", tamper(ec.MustEncrypt("s3cr3t-refused"), 2), "k-ec", ReasonDecryptFailed},
+		{"tampered ciphertext dir", testkit.TamperJWE(dir.MustEncrypt("s3cr3t-refused"), 3), "k-dir", ReasonDecryptFailed},
+		{"tampered ciphertext RSA", testkit.TamperJWE(rsaKey.MustEncrypt("s3cr3t-refused"), 3), "k-rsa", ReasonDecryptFailed},
+		{"tampered wrapped key RSA", testkit.TamperJWE(rsaKey.MustEncrypt("s3cr3t-refused"), 1), "k-rsa", ReasonDecryptFailed},
+		{"tampered tag EC", testkit.TamperJWE(ec.MustEncrypt("s3cr3t-refused"), 4), "k-ec", ReasonDecryptFailed},
+		{"tampered iv EC", testkit.TamperJWE(ec.MustEncrypt("s3cr3t-refused"), 2), "k-ec", ReasonDecryptFailed},
 		{"tampered header dir", withHeader(dir.MustEncrypt("s3cr3t-refused"), `{"alg":"dir","enc":"A256GCM","kid":"k-dir","x":1}`), "k-dir", ReasonDecryptFailed},
 		{"RSA1_5", mustEncrypt("k-rsa", "RSA1_5", &rsaPriv.PublicKey), "k-rsa", ReasonAlgorithm},
 		{"RSA-OAEP (SHA-1)", mustEncrypt("k-rsa", "RSA-OAEP", &rsaPriv.PublicKey), "k-rsa", ReasonAlgorithm},
@@ -271,7 +260,7 @@ func TestOpenCountsByOutcome(t *testing.T) {
 	o.open(ctx, "clientSecret", []byte(key.MustEncrypt("a")))
 	o.open(ctx, "clientSecret", []byte(key.MustEncrypt("b")))
 	o.open(ctx, "clientSecret", []byte("plain"))
-	o.open(ctx, "clientSecret", []byte(tamper(key.MustEncrypt("c"), 3)))
+	o.open(ctx, "clientSecret", []byte(testkit.TamperJWE(key.MustEncrypt("c"), 3)))
 	o.open(ctx, "clientSecret", []byte(upstreamtest.MustEncryptionKey("nope", "dir").MustEncrypt("d")))
 	var rm metricdata.ResourceMetrics
 	if err := reader.Collect(ctx, &rm); err != nil {

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/textproto"
@@ -15,29 +14,9 @@ import (
 	"syscall"
 	"testing"
 
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-
+	"github.com/token-sidecar/token-sidecar/internal/testkit"
 	"github.com/token-sidecar/token-sidecar/upstream/upstreamtest"
 )
-
-// spanText is everything a span holds as text: name, status, attributes and
-// events with theirs.
-func spanText(spans []sdktrace.ReadOnlySpan) string {
-	var b strings.Builder
-	for _, s := range spans {
-		fmt.Fprintln(&b, s.Name(), s.Status().Description)
-		for _, a := range s.Attributes() {
-			fmt.Fprintln(&b, a.Key, a.Value.String())
-		}
-		for _, e := range s.Events() {
-			fmt.Fprintln(&b, e.Name)
-			for _, a := range e.Attributes {
-				fmt.Fprintln(&b, a.Key, a.Value.String())
-			}
-		}
-	}
-	return b.String()
-}
 
 // TestMalformedAnswersAreNotQuoted: net/http quotes the bytes of a broken
 // answer in its errors. Whatever an upstream sends, the call's error, the
@@ -69,9 +48,9 @@ func TestMalformedAnswersAreNotQuoted(t *testing.T) {
 				}
 				assertNoSecrets(t, "the error", err.Error(), secrets...)
 				assertNoSecrets(t, "the log", f.logs.String(), secrets...)
-				assertNoSecrets(t, "the spans", spanText(f.spans.Ended()), secrets...)
+				assertNoSecrets(t, "the spans", testkit.SpansText(f.spans.Ended()), secrets...)
 				for _, quoted := range []string{"malformed HTTP response \"", "malformed MIME header line: \""} {
-					if strings.Contains(err.Error()+f.logs.String()+spanText(f.spans.Ended()), quoted) {
+					if strings.Contains(err.Error()+f.logs.String()+testkit.SpansText(f.spans.Ended()), quoted) {
 						t.Errorf("the error, log or spans quote the answer (%q): %v\n%s", quoted, err, f.logs.String())
 					}
 				}

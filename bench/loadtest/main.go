@@ -86,6 +86,9 @@ type options struct {
 	memTenants  int
 	memCapacity int
 
+	// idle
+	idleSidecars int
+
 	// fleet
 	fleetPods    []int
 	fleetTenants int
@@ -130,6 +133,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 
 	fs.IntVar(&o.memTenants, "memory-tenants", 20000, "memory: tenants warmed")
 	fs.IntVar(&o.memCapacity, "memory-capacity", 30000, "memory: -cache-capacity of the sidecar (above -memory-tenants, so nothing is evicted)")
+	fs.IntVar(&o.idleSidecars, "idle-sidecars", 1, "idle: sidecars of the same binary started and read together (they share the binary's file pages, as the sidecars of one image on a node do)")
 	fleetPods := fs.String("fleet-pods", "1,3,10", "fleet: the fleet sizes to run, comma-separated")
 	fs.IntVar(&o.fleetTenants, "fleet-tenants", 1000, "fleet: tenants every sidecar asks for in the burst")
 	fs.IntVar(&o.fleetWorkers, "fleet-workers", 64, "fleet: requests in flight per sidecar")
@@ -154,7 +158,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("unknown -scenario %q", o.scenario)
 	}
 	if o.workers < 1 || o.openWorkers < 1 || o.mixedWorkers < 1 || o.floodWorkers < 1 || o.rounds < 1 || o.openSegments < 1 || o.rate < 1 ||
-		o.tenants < 1 || o.hot < 1 || o.floodCount < 1 || o.sampleEvery < 1 || o.memTenants < 1 {
+		o.tenants < 1 || o.hot < 1 || o.floodCount < 1 || o.sampleEvery < 1 || o.memTenants < 1 || o.idleSidecars < 1 {
 		return o, errors.New("counts, workers and rates must be positive")
 	}
 	if o.sidecarProcs < 0 {

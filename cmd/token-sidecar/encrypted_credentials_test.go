@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/base64"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -18,36 +16,9 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	"github.com/token-sidecar/token-sidecar/internal/testkit"
 	"github.com/token-sidecar/token-sidecar/upstream/upstreamtest"
 )
-
-// installKeyFile puts data at dir/jwks.json as the kubelet updates a
-// mounted Secret: a new timestamped directory, the "..data" symlink
-// swapped to it with a rename, jwks.json a symlink through "..data".
-func installKeyFile(t *testing.T, dir string, data []byte) string {
-	t.Helper()
-	ts := filepath.Join(dir, fmt.Sprintf("..%d", time.Now().UnixNano()))
-	if err := os.Mkdir(ts, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(ts, "jwks.json"), data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	tmp := filepath.Join(dir, "..data_tmp")
-	if err := os.Symlink(filepath.Base(ts), tmp); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, "jwks.json")
-	if _, err := os.Lstat(path); err != nil {
-		if err := os.Symlink(filepath.Join("..data", "jwks.json"), path); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return path
-}
 
 // addSealedTenant gives tenant credentials whose secret the fake Tenant
 // Service seals for key; the login fake knows only the plaintext.
@@ -56,15 +27,6 @@ func (f *fakes) addSealedTenant(tenant string, key *upstreamtest.EncryptionKey) 
 	c, _ := f.ts.CredentialsOf(tenant)
 	f.ts.EncryptFor(tenant, key)
 	return clientID, c.ClientSecret
-}
-
-// tamperJWE flips a bit of a JWE's ciphertext.
-func tamperJWE(jwe string) string {
-	parts := strings.Split(jwe, ".")
-	b, _ := base64.RawURLEncoding.DecodeString(parts[3])
-	b[0] ^= 1
-	parts[3] = base64.RawURLEncoding.EncodeToString(b)
-	return strings.Join(parts, ".")
 }
 
 // TestEncryptedCredentialsEndToEnd: a Tenant Service that hands out JWEs
@@ -88,12 +50,12 @@ func TestEncryptedCredentialsEndToEnd(t *testing.T) {
 	f.ts.EncryptFor("wa", keys[2])
 	badID := f.addTenant("bad")
 	badSecret, _ := f.ts.CredentialsOf("bad")
-	tampered := tamperJWE(keys[0].MustEncrypt(badSecret.ClientSecret))
+	tampered := testkit.TamperJWE(keys[0].MustEncrypt(badSecret.ClientSecret), 3)
 	f.ts.SetBody("bad", "genesys", 200, []byte(`{"clientId":"`+badID+`","clientSecret":"`+tampered+`","region":"eu-west-1"}`), "")
 	secrets = append(secrets, badID, badSecret.ClientSecret, "wa-static-t0ken-secret")
 
 	env := f.env()
-	env["SIDECAR_CREDENTIAL_KEYS_FILE"] = installKeyFile(t, t.TempDir(), upstreamtest.JWKSet(keys...))
+	env["SIDECAR_CREDENTIAL_KEYS_FILE"] = testkit.InstallKeyFile(t, t.TempDir(), "jwks.json", upstreamtest.JWKSet(keys...))
 	env["SIDECAR_REQUIRE_ENCRYPTED_CREDENTIALS"] = "true"
 	rec := &recorders{spans: tracetest.NewSpanRecorder(), reader: sdkmetric.NewManualReader()}
 	s := startSidecarWith(t, env, rec.options())
@@ -148,7 +110,7 @@ func TestEncryptedCredentialsEndToEnd(t *testing.T) {
 	}
 	everything := map[string]string{
 		"stderr": s.stderr.String(), "stdout": s.stdout.String(),
-		"metrics": metricsText, "spans": spansText(rec.spans.Ended()),
+		"metrics": metricsText, "spans": testkit.SpansText(rec.spans.Ended()),
 	}
 	for where, text := range everything {
 		for _, secret := range secrets {
@@ -180,7 +142,7 @@ func TestCredentialKeysFileSwappedWhileRunning(t *testing.T) {
 	f.addSealedTenant("new-2", newKey)
 	dir := t.TempDir()
 	env := f.env()
-	env["SIDECAR_CREDENTIAL_KEYS_FILE"] = installKeyFile(t, dir, upstreamtest.JWKSet(oldKey))
+	env["SIDECAR_CREDENTIAL_KEYS_FILE"] = testkit.InstallKeyFile(t, dir, "jwks.json", upstreamtest.JWKSet(oldKey))
 	rec := &recorders{spans: tracetest.NewSpanRecorder(), reader: sdkmetric.NewManualReader()}
 	s := startSidecarWith(t, env, rec.options(), "-credential-keys-poll-interval", "100ms")
 
@@ -191,7 +153,7 @@ func TestCredentialKeysFileSwappedWhileRunning(t *testing.T) {
 		t.Fatalf("new key before the swap: %d %s", a.Status, a.Message)
 	}
 
-	installKeyFile(t, dir, upstreamtest.JWKSet(oldKey, newKey))
+	testkit.InstallKeyFile(t, dir, "jwks.json", upstreamtest.JWKSet(oldKey, newKey))
 	waitForLog(t, s, `"msg":"credential keys reloaded"`)
 	if !strings.Contains(s.stderr.String(), `"kids":["2026-11","2026-12"]`) {
 		t.Errorf("reload line without the kids:\n%s", s.stderr)
@@ -202,7 +164,7 @@ func TestCredentialKeysFileSwappedWhileRunning(t *testing.T) {
 		}
 	}
 
-	installKeyFile(t, dir, []byte(`{"keys":[{"kty":"oct","kid":"short","k":"c2hvcnQ"}]}`))
+	testkit.InstallKeyFile(t, dir, "jwks.json", []byte(`{"keys":[{"kty":"oct","kid":"short","k":"c2hvcnQ"}]}`))
 	waitForLog(t, s, `"msg":"credential keys file not reloaded; the previous keys stay in use"`)
 	if !strings.Contains(s.stderr.String(), `key 0 (kid \"short\"): \"oct\" key is 5 bytes`) {
 		t.Errorf("the reload error does not name the problem:\n%s", s.stderr)
@@ -316,8 +278,8 @@ func TestBinaryOpensEncryptedCredentials(t *testing.T) {
 	_, secret := f.addSealedTenant("acme", key)
 	badID := f.addTenant("bad")
 	bad, _ := f.ts.CredentialsOf("bad")
-	f.ts.SetBody("bad", "genesys", 200, []byte(`{"clientId":"`+badID+`","clientSecret":"`+tamperJWE(key.MustEncrypt(bad.ClientSecret))+`","region":"eu-west-1"}`), "")
-	path := installKeyFile(t, t.TempDir(), upstreamtest.JWKSet(key))
+	f.ts.SetBody("bad", "genesys", 200, []byte(`{"clientId":"`+badID+`","clientSecret":"`+testkit.TamperJWE(key.MustEncrypt(bad.ClientSecret), 3)+`","region":"eu-west-1"}`), "")
+	path := testkit.InstallKeyFile(t, t.TempDir(), "jwks.json", upstreamtest.JWKSet(key))
 	_, addr, stdout, stderr := startBinary(t, []string{
 		"SIDECAR_TENANT_SERVICE_URL=" + f.ts.URL(), "SIDECAR_GENESYS_LOGIN_URL=" + f.login.URL(),
 		"SIDECAR_CREDENTIAL_KEYS_FILE=" + path, "SIDECAR_REQUIRE_ENCRYPTED_CREDENTIALS=true",

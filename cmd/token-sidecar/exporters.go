@@ -5,10 +5,6 @@ import (
 	"fmt"
 	"strings"
 
-	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
-	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/exporters/stdout/stdoutmetric"
 	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -18,7 +14,9 @@ import (
 // The exporters are the ones autoexport would build, under the same names
 // and defaults, constructed here so that the binary carries only these:
 // autoexport also links the OTLP and stdout log exporters and the
-// Prometheus bridge, which the sidecar never uses.
+// Prometheus bridge, which the sidecar never uses. The OTLP ones are in
+// exporters_otlp.go; a binary built with -tags nootlp has none
+// (exporters_nootlp.go) and refuses "otlp" at start.
 
 // newSpanExporter builds the span exporter OTEL_TRACES_EXPORTER names:
 // "otlp" (when empty) or "console" (stdout). An OTLP exporter speaks
@@ -33,12 +31,7 @@ func newSpanExporter(ctx context.Context, getenv func(string) string) (sdktrace.
 		if err != nil {
 			return nil, "", err
 		}
-		var exp sdktrace.SpanExporter
-		if proto == "grpc" {
-			exp, err = otlptracegrpc.New(ctx)
-		} else {
-			exp, err = otlptracehttp.New(ctx)
-		}
+		exp, err := newOTLPSpanExporter(ctx, proto)
 		return exp, "otlp " + proto, err
 	case "console":
 		exp, err := stdouttrace.New()
@@ -64,11 +57,7 @@ func newMetricReader(ctx context.Context, getenv func(string) string) (sdkmetric
 		if proto, err = otlpProtocol(getenv, "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"); err != nil {
 			return nil, "", err
 		}
-		if proto == "grpc" {
-			exp, err = otlpmetricgrpc.New(ctx)
-		} else {
-			exp, err = otlpmetrichttp.New(ctx)
-		}
+		exp, err = newOTLPMetricExporter(ctx, proto)
 		desc = "otlp " + proto
 	case "console":
 		exp, err = stdoutmetric.New()

@@ -1,3 +1,5 @@
+//go:build !nootlp
+
 package main
 
 import (
@@ -6,11 +8,12 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	colmetricspb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/grpc"
+
+	"github.com/token-sidecar/token-sidecar/internal/testkit"
 )
 
 // grpcReceiver is an OTLP/gRPC receiver that counts the spans and metric
@@ -71,15 +74,7 @@ func (m metricsService) Export(context.Context, *colmetricspb.ExportMetricsServi
 // which exporters run.
 func TestOTLPGRPCExport(t *testing.T) {
 	recv := newGRPCReceiver(t)
-	env := map[string]string{
-		"OTEL_EXPORTER_OTLP_ENDPOINT": "http://" + recv.addr,
-		"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-		"OTEL_EXPORTER_OTLP_INSECURE": "true",
-		"OTEL_BSP_SCHEDULE_DELAY":     "100",
-	}
-	for k, v := range env {
-		t.Setenv(k, v)
-	}
+	env := testkit.OTLPEnv(t, "http://"+recv.addr, "grpc", map[string]string{"OTEL_EXPORTER_OTLP_INSECURE": "true"})
 	f := newFakes(t)
 	f.addTenant("acme")
 	for k, v := range f.env() {
@@ -129,18 +124,7 @@ func TestExporterChoice(t *testing.T) {
 		{map[string]string{"OTEL_TRACES_EXPORTER": "zipkin"}, `error: OTEL_TRACES_EXPORTER "zipkin"`},
 		{map[string]string{"OTEL_METRICS_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, `error: OTEL_EXPORTER_OTLP_PROTOCOL "http/json"`},
 	} {
-		getenv := func(k string) string { return tc.env[k] }
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		tel, err := newTelemetry(ctx, getenv, discardLogger(), telemetryOptions{})
-		var got string
-		if err != nil {
-			got = "error: " + err.Error()
-		} else {
-			got = strings.Join(tel.exporters, ",")
-			_ = tel.shutdown(ctx)
-		}
-		cancel()
-		if strings.HasPrefix(tc.want, "error: ") && !strings.Contains(got, tc.want[len("error: "):]) || !strings.HasPrefix(tc.want, "error: ") && got != tc.want {
+		if got := exporterChoice(tc.env); !choiceIs(got, tc.want) {
 			t.Errorf("%v: got %q, want %q", tc.env, got, tc.want)
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
-	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -18,27 +17,9 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	"github.com/token-sidecar/token-sidecar/internal/testkit"
 	"github.com/token-sidecar/token-sidecar/upstream/upstreamtest"
 )
-
-// spansText is everything the spans hold as text: names, status
-// descriptions, attributes, and events with theirs.
-func spansText(spans []sdktrace.ReadOnlySpan) string {
-	var b strings.Builder
-	for _, s := range spans {
-		fmt.Fprintln(&b, s.Name(), s.Status().Description)
-		for _, a := range s.Attributes() {
-			fmt.Fprintln(&b, a.Key, a.Value.String())
-		}
-		for _, e := range s.Events() {
-			fmt.Fprintln(&b, e.Name)
-			for _, a := range e.Attributes {
-				fmt.Fprintln(&b, a.Key, a.Value.String())
-			}
-		}
-	}
-	return b.String()
-}
 
 // newAPIFixture is the fakes plus the fake Genesys API, and the sidecar's
 // environment pointing at all three.
@@ -81,7 +62,7 @@ func TestAPIProxySpansLeaveTheQueryOut(t *testing.T) {
 	if fullURL != api.URL()+"/api/v2/users/me" {
 		t.Errorf("client span url.full = %q, want the API URL without the query", fullURL)
 	}
-	if text := spansText(rec.spans.Ended()); strings.Contains(text, secret) {
+	if text := testkit.SpansText(rec.spans.Ended()); strings.Contains(text, secret) {
 		t.Errorf("the spans hold the query:\n%s", text)
 	}
 }
@@ -112,7 +93,7 @@ func TestAPIProxyMalformedAnswersAreNotQuoted(t *testing.T) {
 	if strings.Contains(logs, secret) || strings.Contains(logs, "malformed HTTP response") {
 		t.Errorf("the log quotes the API's answer:\n%s", logs)
 	}
-	if text := spansText(rec.spans.Ended()); strings.Contains(text, secret) || strings.Contains(text, "malformed HTTP response") {
+	if text := testkit.SpansText(rec.spans.Ended()); strings.Contains(text, secret) || strings.Contains(text, "malformed HTTP response") {
 		t.Errorf("the spans quote the API's answer:\n%s", text)
 	}
 }
@@ -130,15 +111,7 @@ func TestAPIProxyMalformedAnswersAreNotQuoted(t *testing.T) {
 // no t.Parallel).
 func TestSecretsNeverLeaveTheProcess(t *testing.T) {
 	recv := newOTLPReceiver(t)
-	env := map[string]string{
-		"OTEL_EXPORTER_OTLP_ENDPOINT": recv.srv.URL,
-		"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-		"OTEL_BSP_SCHEDULE_DELAY":     "100",
-		"OTEL_METRIC_EXPORT_INTERVAL": "500",
-	}
-	for k, v := range env {
-		t.Setenv(k, v)
-	}
+	env := testkit.OTLPEnv(t, recv.srv.URL, "http/protobuf", map[string]string{"OTEL_METRIC_EXPORT_INTERVAL": "500"})
 	f, api, fakeEnv := newAPIFixture(t)
 	for k, v := range fakeEnv {
 		env[k] = v

@@ -60,13 +60,7 @@ func TestSharedCacheURLFromTheEnvironment(t *testing.T) {
 }
 
 func TestDashboardSharedCacheMetricsExist(t *testing.T) {
-	var exprs []string
-	for _, e := range dashboardQueries(t) {
-		if strings.Contains(e, "token_sidecar_shared_cache_") {
-			exprs = append(exprs, e)
-		}
-	}
-	names := metricNames(exprs)
+	names := metricNames(dashboardQueriesWith(t, "token_sidecar_shared_cache_"))
 	if len(names) < 5 {
 		t.Fatalf("the dashboard queries only %d shared-cache metrics: %v", len(names), names)
 	}
@@ -94,14 +88,9 @@ func TestDashboardSharedCacheMetricsExist(t *testing.T) {
 	if ans := b.token(t, "during-outage"); ans.Status != http.StatusOK {
 		t.Fatalf("with Redis down: %d %s", ans.Status, ans.Code)
 	}
-	exposed := map[string]bool{}
-	for _, line := range strings.Split(fetchMetrics(t, b), "\n") {
-		if i := strings.IndexAny(line, "{ "); i > 0 && line[0] != '#' {
-			exposed[line[:i]] = true
-		}
-	}
+	exposed := servedSeries(t, b)
 	for _, n := range names {
-		if !exposed[n] && !exposed[n+"_bucket"] {
+		if len(exposed[n]) == 0 && len(exposed[n+"_bucket"]) == 0 {
 			t.Errorf("the dashboard queries %s, which /metrics does not have", n)
 		}
 	}

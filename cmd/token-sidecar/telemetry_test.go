@@ -27,6 +27,7 @@ import (
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/token-sidecar/token-sidecar/internal/testkit"
 	"github.com/token-sidecar/token-sidecar/upstream/upstreamtest"
 )
 
@@ -497,15 +498,7 @@ func (r *otlpReceiver) bodies(path string) [][]byte {
 // t.Parallel).
 func TestOTLPExportCarriesTheTraceAndNoSecret(t *testing.T) {
 	recv := newOTLPReceiver(t)
-	env := map[string]string{
-		"OTEL_EXPORTER_OTLP_ENDPOINT": recv.srv.URL,
-		"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-		"OTEL_BSP_SCHEDULE_DELAY":     "100",
-		"OTEL_SERVICE_NAME":           "token-sidecar-test",
-	}
-	for k, v := range env {
-		t.Setenv(k, v)
-	}
+	env := testkit.OTLPEnv(t, recv.srv.URL, "http/protobuf", map[string]string{"OTEL_SERVICE_NAME": "token-sidecar-test"})
 	f := newFakes(t)
 	clientID := f.addTenant("acme")
 	creds, _ := f.ts.CredentialsOf("acme")
@@ -635,6 +628,9 @@ func TestDashboardMetricsExist(t *testing.T) {
 	for _, n := range names {
 		if strings.HasPrefix(n, "token_sidecar_shared_cache_") {
 			continue // needs a shared cache: TestDashboardSharedCacheMetricsExist
+		}
+		if strings.HasPrefix(n, "token_sidecar_credential_keys") {
+			continue // needs a key file: TestDashboardCredentialMetricsExist
 		}
 		if !exposed[n] && !exposed[n+"_bucket"] && !exposed[n+"_count"] {
 			t.Errorf("the dashboard queries %s, which /metrics does not have after the scripted run", n)

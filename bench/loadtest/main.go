@@ -57,6 +57,7 @@ type options struct {
 	sidecarCPUs  string
 	sidecarProcs int
 	logFile      string
+	vegeta       string
 	sidecarLog   io.Writer // logFile, opened
 
 	// hit-vs-static
@@ -106,6 +107,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.logFile, "sidecar-log", "", "append every sidecar's stderr (JSON log lines) to this file")
 	fs.IntVar(&o.sidecarProcs, "sidecar-gomaxprocs", 0, "GOMAXPROCS of the sidecar (0 = the Go default: the CPUs it may use), e.g. 1 for what a 1-CPU limit in Kubernetes gives it, without pinning it")
 	fs.StringVar(&o.sidecarCPUs, "sidecar-cpus", "", "pin the sidecar to these CPUs with taskset -c (e.g. 1; run the tool itself under taskset -c 0), so that it and the generator do not share CPUs; the sidecar's GOMAXPROCS follows")
+	fs.StringVar(&o.vegeta, "vegeta", "", "vegeta binary for the open-loop runs; empty builds "+vegetaModule+" into a temporary directory")
 	fs.DurationVar(&o.settle, "settle", 5*time.Second, "idle time before the 'after' readings of RSS and goroutines")
 
 	fs.IntVar(&o.workers, "workers", 64, "closed-loop concurrent keep-alive workers (hit-vs-static, warm-ups)")
@@ -149,7 +151,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		o.fleetPods = append(o.fleetPods, n)
 	}
 	switch o.scenario {
-	case "hit-vs-static", "mixed", "flood", "memory", "idle", "fleet", "all":
+	case "hit-vs-static", "mixed", "flood", "memory", "idle", "fleet", "generators", "all":
 	default:
 		return o, fmt.Errorf("unknown -scenario %q", o.scenario)
 	}
@@ -240,6 +242,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			rep.Fleet, err = runFleet(ctx, o, stderr)
 			if err == nil {
 				rep.printFleet(stdout)
+			}
+		case "generators":
+			rep.Generators, err = runGenerators(ctx, o, stderr)
+			if err == nil {
+				rep.printGenerators(stdout)
 			}
 		case "idle":
 			rep.Idle, err = runIdle(ctx, o, stderr)

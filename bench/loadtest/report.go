@@ -37,6 +37,7 @@ type report struct {
 	Flood        *floodResult       `json:"flood,omitempty"`
 	Fleet        *fleetResult       `json:"fleet,omitempty"`
 	Idle         *idleResult        `json:"idle,omitempty"`
+	Generators   *generatorsResult  `json:"generators,omitempty"`
 
 	settle time.Duration
 }

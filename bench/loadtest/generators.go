@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"slices"
 	"strconv"
 	"time"
@@ -41,15 +40,6 @@ type generatorsResult struct {
 }
 
 func runGenerators(ctx context.Context, o options, log io.Writer) (*generatorsResult, error) {
-	dir, err := os.MkdirTemp("", "loadtest-gen")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	script, err := writeWrkScript(dir)
-	if err != nil {
-		return nil, err
-	}
 	e, err := startEnv(ctx, o, false, "-cache-capacity", strconv.Itoa(o.capacity))
 	if err != nil {
 		return nil, err
@@ -64,21 +54,10 @@ func runGenerators(ctx context.Context, o options, log io.Writer) (*generatorsRe
 	}
 	measure := func(gen, name string, d time.Duration) (throughput, error) {
 		rq := targets[name]
-		meter := startCPUMeter(e.side)
 		if gen == "wrk" {
-			w, err := runWrk(ctx, wrkSpec{url: rq.url, connections: o.workers, duration: d, script: script})
-			if err != nil {
-				return throughput{}, err
-			}
-			cpu := meter.stop()
-			st := map[string]int{"200": int(w.Requests - w.failures())}
-			for k, v := range w.Errors {
-				st["wrk "+k] = int(v)
-			}
-			return throughput{Requests: w.Requests, Seconds: w.Duration.Seconds(), RPS: w.rate(),
-				SidecarCPU: cpuPerRequest(cpu.SidecarTime, w.Requests), CPU: cpu,
-				Latency: latencies{Count: uint64(w.Requests), P50: w.P50, P99: w.P99, Max: w.Max}, Statuses: st}, nil
+			return e.measureWrk(ctx, rq.url, o.workers, d)
 		}
+		meter := startCPUMeter(e.side)
 		res, err := e.gen.closedLoop(ctx, closedSpec{workers: o.workers, duration: d, count: maxRoundRequests, classes: 1,
 			next: func(int64) request { return rq }})
 		if err != nil {
@@ -152,13 +131,6 @@ func runGenerators(ctx context.Context, o options, log io.Writer) (*generatorsRe
 	}
 
 	// Open loop: own pacer and vegeta, both targets, alternating segments.
-	vbin := o.vegeta
-	if vbin == "" {
-		fmt.Fprintln(log, "loadtest: building", vegetaModule)
-		if vbin, err = installVegeta(ctx, dir); err != nil {
-			return nil, err
-		}
-	}
 	segment := o.openDuration / time.Duration(o.openSegments)
 	runs := map[string]runResult{}
 	cpus := map[string]cpuUse{}
@@ -177,12 +149,12 @@ func runGenerators(ctx context.Context, o options, log io.Writer) (*generatorsRe
 				meter := startCPUMeter(e.side)
 				var res runResult
 				if g == "wrk" { // vegeta, in the open loop
-					file, _, err := vegetaAttack(ctx, vegetaSpec{bin: vbin, dir: dir, rate: o.rate, duration: segment, workers: o.openWorkers, procs: o.genProcs, targets: []request{rq}})
+					file, _, err := vegetaAttack(ctx, vegetaSpec{bin: o.vegeta, dir: e.dir, rate: o.rate, duration: segment, workers: o.openWorkers, procs: o.genProcs, targets: []request{rq}})
 					if err != nil {
 						return nil, err
 					}
 					cpus[key] = cpus[key].plus(meter.stop())
-					vr, err := vegetaResults(ctx, vbin, file)
+					vr, err := vegetaResults(ctx, o.vegeta, file)
 					if err != nil {
 						return nil, err
 					}

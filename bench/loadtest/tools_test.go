@@ -1,7 +1,13 @@
 package main
 
 import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -113,5 +119,115 @@ func TestVegetaSchedule(t *testing.T) {
 	}
 	if elapsed != 9*ms || released != 8*ms {
 		t.Errorf("elapsed %v, released %v", elapsed, released)
+	}
+}
+
+// needWrk skips without wrk, except in CI, which installs it (.ci/run).
+func needWrk(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("wrk"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("wrk is not installed, and CI is set: install it (apt-get install -y wrk)")
+		}
+		t.Skip("wrk is not installed (apt-get install -y wrk)")
+	}
+}
+
+// tokenServer answers like the sidecar: 200 with a token, or a JSON error
+// for ?fail; it counts requests without X-Token-Request.
+func tokenServer(t *testing.T) (*httptest.Server, *atomic.Int64) {
+	var missingHeader atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Token-Request") != "true" {
+			missingHeader.Add(1)
+		}
+		if r.URL.Query().Get("fail") != "" {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusNotFound)
+			w.Write([]byte(`{"code":"CREDENTIALS_NOT_FOUND","message":"x"}`))
+			return
+		}
+		w.Write([]byte(`{"access_token":"x"}`))
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &missingHeader
+}
+
+// TestWrkRun runs wrk briefly and checks that its summary is read and
+// non-2xx answers are counted as errors.
+func TestWrkRun(t *testing.T) {
+	needWrk(t)
+	srv, missing := tokenServer(t)
+	script, err := writeWrkScript(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ok, err := runWrk(ctx, wrkSpec{url: srv.URL + "/token?tenant=a", connections: 2, duration: time.Second, script: script})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok.Requests == 0 || ok.failures() != 0 || ok.Duration < time.Second || ok.CPU <= 0 {
+		t.Errorf("wrk on 200s: %+v", ok)
+	}
+	bad, err := runWrk(ctx, wrkSpec{url: srv.URL + "/token?fail=1", connections: 2, duration: time.Second, script: script})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bad.Requests == 0 || bad.Errors["status"] != bad.Requests {
+		t.Errorf("wrk on 404s: %d requests, errors %v", bad.Requests, bad.Errors)
+	}
+	if n := missing.Load(); n != 0 {
+		t.Errorf("%d requests without X-Token-Request", n)
+	}
+}
+
+// TestVegetaAttack builds the pinned vegeta and runs a short attack at a
+// fixed rate over two targets, checking what is read back.
+func TestVegetaAttack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds vegeta")
+	}
+	srv, missing := tokenServer(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	bin, err := installVegeta(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	targets := []request{
+		{method: http.MethodGet, url: srv.URL + "/token?tenant=a"},
+		{class: 1, method: http.MethodPost, url: srv.URL + "/token/refresh?tenant=b&fail=1"},
+	}
+	file, cpu, err := vegetaAttack(ctx, vegetaSpec{bin: bin, dir: dir, rate: 200, duration: 500 * time.Millisecond, workers: 4, procs: 1, targets: targets})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := vegetaResults(ctx, bin, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 100 || cpu <= 0 {
+		t.Fatalf("%d results (want 100 at 200/s for 0.5 s), CPU %v", len(rs), cpu)
+	}
+	rec := newRecorder(2)
+	var lag histogram
+	recordVegeta(rs, rec, &lag, 200, func(r vegetaResult) int {
+		if r.method == http.MethodPost {
+			return 1
+		}
+		return 0
+	})
+	if got := rec.classes[0].statuses["200"]; got != 50 {
+		t.Errorf("GETs: %v", rec.classes[0].statuses)
+	}
+	if got := rec.classes[1].statuses["404 CREDENTIALS_NOT_FOUND"]; got != 50 {
+		t.Errorf("POSTs: %v", rec.classes[1].statuses)
+	}
+	if lag.n != 100 || len(rec.firstErr) != 0 {
+		t.Errorf("lag over %d, first errors %v", lag.n, rec.firstErr)
+	}
+	if n := missing.Load(); n != 0 {
+		t.Errorf("%d requests without X-Token-Request", n)
 	}
 }

@@ -62,7 +62,7 @@ type vegetaResult struct {
 	status  string        // outcome key, as statusKey makes it
 	method  string
 	url     string
-	err     string
+	err     string // a transport error; empty for an answer
 }
 
 // writeVegetaTargets writes targets in vegeta's http format, each with the
@@ -138,10 +138,14 @@ func parseVegetaCSV(r io.Reader) ([]vegetaResult, error) {
 		if err := errors.Join(err1, err2, err3, err4, err5); err != nil {
 			return nil, fmt.Errorf("vegeta csv: %w", err)
 		}
-		out = append(out, vegetaResult{
+		r := vegetaResult{
 			seq: seq, sent: time.Unix(0, ts), latency: time.Duration(lat),
-			status: statusKey(code, body, rec[5]), method: rec[9], url: rec[10], err: rec[5],
-		})
+			status: statusKey(code, body, rec[5]), method: rec[9], url: rec[10],
+		}
+		if code == 0 { // for an answer, vegeta's error is its status text
+			r.err = rec[5]
+		}
+		out = append(out, r)
 	}
 	// vegeta writes results as they complete; seq is the send order.
 	slices.SortFunc(out, func(a, b vegetaResult) int { return cmp.Compare(a.seq, b.seq) })

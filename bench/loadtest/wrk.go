@@ -75,17 +75,15 @@ func writeWrkScript(dir string) (string, error) {
 // errNoWrk says how to get wrk.
 var errNoWrk = errors.New("wrk is not installed (apt-get install -y wrk)")
 
-// runWrk runs wrk once. Its duration is whole seconds or milliseconds, as
-// wrk reads it; it sends X-Token-Request: true, as a token client must.
+// runWrk runs wrk once. wrk reads its duration in whole seconds: s.duration
+// is rounded up to one. It sends X-Token-Request: true, as a token client
+// must.
 func runWrk(ctx context.Context, s wrkSpec) (wrkRun, error) {
 	if _, err := exec.LookPath("wrk"); err != nil {
 		return wrkRun{}, errNoWrk
 	}
-	d := fmt.Sprintf("%dms", s.duration.Milliseconds())
-	if s.duration%time.Second == 0 {
-		d = fmt.Sprintf("%ds", int(s.duration/time.Second))
-	}
-	cmd := exec.CommandContext(ctx, "wrk", "-t", "1", "-c", strconv.Itoa(s.connections), "-d", d,
+	secs := max(1, int((s.duration+time.Second-1)/time.Second))
+	cmd := exec.CommandContext(ctx, "wrk", "-t", "1", "-c", strconv.Itoa(s.connections), "-d", strconv.Itoa(secs)+"s",
 		"--timeout", "30s", "-H", "X-Token-Request: true", "-s", s.script, s.url)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -137,4 +135,29 @@ func parseWrkSummary(out string) (wrkRun, error) {
 		return r, nil
 	}
 	return wrkRun{}, errors.New("wrk printed no summary line")
+}
+
+// wrkAnswered is the outcome key of wrk's answers that are not errors: it
+// counts 2xx and 3xx alike.
+const wrkAnswered = "2xx or 3xx"
+
+// measureWrk runs wrk against url for d and returns its throughput, with
+// the CPU the sidecar, wrk and the rest of the machine used meanwhile.
+func (e *env) measureWrk(ctx context.Context, url string, connections int, d time.Duration) (throughput, error) {
+	meter := startCPUMeter(e.side)
+	w, err := runWrk(ctx, wrkSpec{url: url, connections: connections, duration: d, script: e.wrkScript})
+	if err != nil {
+		return throughput{}, err
+	}
+	cpu := meter.stop()
+	st := map[string]int{wrkAnswered: int(w.Requests - w.Errors["status"])}
+	for k, v := range w.Errors {
+		st["wrk "+k+" errors"] = int(v)
+	}
+	return throughput{
+		Requests: w.Requests, Seconds: w.Duration.Seconds(), RPS: w.rate(),
+		SidecarCPU: cpuPerRequest(cpu.SidecarTime, w.Requests), CPU: cpu,
+		Latency:  latencies{Count: uint64(w.Requests), P50: w.P50, P99: w.P99, Max: w.Max},
+		Statuses: st,
+	}, nil
 }

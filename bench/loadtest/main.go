@@ -107,7 +107,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.scenario, "scenario", "all", "hit-vs-static, mixed, flood, memory, idle, fleet (needs redis-server) or all (all but flood, idle and fleet, then flood)")
+	fs.StringVar(&o.scenario, "scenario", "all", "hit-vs-static (needs wrk), mixed (vegeta), flood, memory, idle, fleet (needs redis-server), generators (the own generator against wrk and vegeta) or all (hit-vs-static, mixed, memory, then flood)")
 	fs.StringVar(&o.binary, "binary", "", "token-sidecar binary to measure; empty builds ./cmd/token-sidecar into a temporary directory")
 	fs.BoolVar(&o.json, "json", false, "also print the results as one JSON document")
 	fs.IntVar(&o.genProcs, "gen-procs", 1, "GOMAXPROCS of this load generator, which shares the machine with the sidecar (0 = leave the default)")

@@ -207,9 +207,16 @@ func TestVegetaAttack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rs) != 100 || cpu <= 0 {
+	// vegeta stops at the duration: a late pacer may not have sent the last.
+	if len(rs) < 90 || len(rs) > 100 || cpu <= 0 {
 		t.Fatalf("%d results (want 100 at 200/s for 0.5 s), CPU %v", len(rs), cpu)
 	}
+	for i, r := range rs {
+		if r.seq != int64(i) {
+			t.Fatalf("result %d has seq %d", i, r.seq)
+		}
+	}
+	n := len(rs)
 	rec := newRecorder(2)
 	var lag histogram
 	recordVegeta(rs, rec, &lag, 200, func(r vegetaResult) int {
@@ -218,13 +225,14 @@ func TestVegetaAttack(t *testing.T) {
 		}
 		return 0
 	})
-	if got := rec.classes[0].statuses["200"]; got != 50 {
-		t.Errorf("GETs: %v", rec.classes[0].statuses)
+	// The targets alternate: the first half (rounded up) are GETs.
+	if got := rec.classes[0].statuses["200"]; got != (n+1)/2 || len(rec.classes[0].statuses) != 1 {
+		t.Errorf("GETs: %v of %d", rec.classes[0].statuses, n)
 	}
-	if got := rec.classes[1].statuses["404 CREDENTIALS_NOT_FOUND"]; got != 50 {
-		t.Errorf("POSTs: %v", rec.classes[1].statuses)
+	if got := rec.classes[1].statuses["404 CREDENTIALS_NOT_FOUND"]; got != n/2 || len(rec.classes[1].statuses) != 1 {
+		t.Errorf("POSTs: %v of %d", rec.classes[1].statuses, n)
 	}
-	if lag.n != 100 || len(rec.firstErr) != 0 {
+	if lag.n != uint64(n) || len(rec.firstErr) != 0 {
 		t.Errorf("lag over %d, first errors %v", lag.n, rec.firstErr)
 	}
 	if n := missing.Load(); n != 0 {

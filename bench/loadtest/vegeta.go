@@ -20,9 +20,10 @@ import (
 	"time"
 )
 
-// vegeta drives the open-loop runs: `vegeta attack` at a constant rate,
-// its results encoded as CSV and read back here, where each request's
-// latency is counted from its scheduled time.
+// vegeta drives the mixed scenario's open loop (and the generators
+// comparison): `vegeta attack` at a constant rate, its results encoded as
+// CSV and read back here, where each request's latency is counted from its
+// scheduled time.
 
 // vegetaModule is the pinned vegeta the tool builds when -vegeta is empty.
 const vegetaModule = "github.com/tsenart/vegeta/v12@v12.13.0"
@@ -48,7 +49,7 @@ type vegetaSpec struct {
 	// -max-workers. When all are busy the next request waits, and its
 	// latency, counted from its scheduled time, includes the wait.
 	workers int
-	// procs is vegeta's GOMAXPROCS (-cpus).
+	// procs is vegeta's GOMAXPROCS (-cpus); 0 means 1.
 	procs int
 	// targets are sent in turn, cycling.
 	targets []request

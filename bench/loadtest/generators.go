@@ -54,7 +54,7 @@ func runGenerators(ctx context.Context, o options, log io.Writer) (*generatorsRe
 	}
 	measure := func(gen, name string, d time.Duration) (throughput, error) {
 		rq := targets[name]
-		if gen == "wrk" {
+		if gen == "tool" {
 			return e.measureWrk(ctx, rq.url, o.workers, d)
 		}
 		meter := startCPUMeter(e.side)
@@ -68,7 +68,8 @@ func runGenerators(ctx context.Context, o options, log io.Writer) (*generatorsRe
 		return throughput{Requests: res.completed, Seconds: res.elapsed.Seconds(), RPS: res.rate(),
 			SidecarCPU: cpuPerRequest(cpu.SidecarTime, res.completed), CPU: cpu, Latency: t.latency.summary(), Statuses: t.statuses}, nil
 	}
-	gens := []string{"own", "wrk"}
+	// "tool" is wrk in the closed loop, vegeta in the open loop.
+	gens := []string{"own", "tool"}
 	for _, g := range gens {
 		for _, name := range []string{"hit", "static"} {
 			if _, err := measure(g, name, time.Second); err != nil {
@@ -79,7 +80,11 @@ func runGenerators(ctx context.Context, o options, log io.Writer) (*generatorsRe
 	r := &generatorsResult{Workers: o.workers, Round: o.round, OpenWorkers: o.openWorkers, OpenSegments: o.openSegments, Rate: o.rate}
 	closed := map[string]*genClosed{}
 	for _, g := range gens {
-		closed[g] = &genClosed{Gen: g}
+		label := g
+		if g == "tool" {
+			label = "wrk"
+		}
+		closed[g] = &genClosed{Gen: label}
 		r.Closed = append(r.Closed, closed[g])
 	}
 	for i := range o.rounds {
@@ -109,7 +114,7 @@ func runGenerators(ctx context.Context, o options, log io.Writer) (*generatorsRe
 		}
 		for _, g := range gens {
 			c, x := closed[g], rr[g]
-			fmt.Fprintf(log, "loadtest: round %d %s: hit %.0f req/s, static %.0f req/s\n", x.Round, g, x.Hit.RPS, x.Static.RPS)
+			fmt.Fprintf(log, "loadtest: round %d %s: hit %.0f req/s, static %.0f req/s\n", x.Round, c.Gen, x.Hit.RPS, x.Static.RPS)
 			c.Rounds = append(c.Rounds, *x)
 			c.Hit, c.Static = addThroughput(c.Hit, x.Hit), addThroughput(c.Static, x.Static)
 			c.Hit.CPU, c.Static.CPU = c.Hit.CPU.plus(x.Hit.CPU), c.Static.CPU.plus(x.Static.CPU)
@@ -148,7 +153,7 @@ func runGenerators(ctx context.Context, o options, log io.Writer) (*generatorsRe
 				key := g + "/" + name
 				meter := startCPUMeter(e.side)
 				var res runResult
-				if g == "wrk" { // vegeta, in the open loop
+				if g == "tool" {
 					file, _, err := vegetaAttack(ctx, vegetaSpec{bin: o.vegeta, dir: e.dir, rate: o.rate, duration: segment, workers: o.openWorkers, procs: o.genProcs, targets: []request{rq}})
 					if err != nil {
 						return nil, err
@@ -176,7 +181,7 @@ func runGenerators(ctx context.Context, o options, log io.Writer) (*generatorsRe
 		for _, name := range []string{"hit", "static"} {
 			key := g + "/" + name
 			gn := g
-			if g == "wrk" {
+			if g == "tool" {
 				gn = "vegeta"
 			}
 			r.Open = append(r.Open, genOpen{Gen: gn, openResult: newOpenResult(name, o, runs[key], cpus[key])})

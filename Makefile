@@ -8,8 +8,8 @@ demo: ## the sidecar on its in-process fake upstreams (README "Quick start")
 test: ## every package's tests, race detector on (README "Testing")
 	go test -race ./...
 
-bench: ## the in-process benchmarks (README "Performance"; the load tool is bench/README.md)
-	go test -run '^$$' -bench . -benchmem ./bench/ ./proxy/ ./cache/ ./cmd/token-sidecar/
+bench: ## the in-process benchmarks, then issue 14's table on the built binary (needs wrk; bench/README.md "Running it")
+	go test -run '^$$' -bench . -benchmem ./bench/ ./proxy/ ./cache/ ./cmd/token-sidecar/ && bench/footprint.sh $${TMPDIR:-/tmp}/token-sidecar-footprint
 
 ci: ## everything CI runs (.ci/run)
 	bash .ci/run

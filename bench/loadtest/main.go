@@ -4,18 +4,26 @@
 //
 //   - hit-vs-static (issue 3): the most requests per second of cached GET
 //     /token hits against GET /healthz of the same process, in alternating
-//     closed-loop rounds, then the latency of hits at a fixed open-loop rate;
+//     closed-loop rounds driven by wrk, then the latency of both at a fixed
+//     open-loop rate, driven by the tool's own pacer and HTTP/1.1 client;
 //   - mixed (issue 6): hits, misses over many tenants, forced refreshes and
-//     failing tenants at a fixed rate, with latency, answers by code,
-//     upstream calls, RSS and goroutines before and after;
+//     failing tenants at a fixed rate, driven by vegeta, with latency,
+//     answers by code, upstream calls, RSS and goroutines before and after;
 //   - flood (issue 6): a million distinct tenants through a bounded cache,
 //     sampling RSS as it goes;
-//   - memory (issue 6): the heap and RSS cost of one cached tenant.
+//   - memory (issue 6): the heap and RSS cost of one cached tenant;
+//   - idle (issue 14): RSS after one token;
+//   - fleet (issue 12): upstream calls of N sidecars on one redis-server;
+//   - generators: the closed- and open-loop figures measured with the own
+//     generator against wrk and vegeta on one sidecar, which is why each
+//     figure uses the generator it does.
 //
 // Run it from the repository: go run ./bench/loadtest -scenario all. It
-// builds ./cmd/token-sidecar unless -binary names one, starts a fresh sidecar
-// for each scenario on 127.0.0.1 ports and stops it with SIGTERM. Every load
-// loop is bounded both in requests and in time; nothing leaves loopback.
+// builds ./cmd/token-sidecar unless -binary names one, and the pinned
+// vegeta unless -vegeta names one; wrk is Debian's package. It starts a
+// fresh sidecar for each scenario on 127.0.0.1 ports and stops it with
+// SIGTERM. Every load loop is bounded both in requests and in time; nothing
+// leaves loopback.
 package main
 
 import (
@@ -28,6 +36,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -57,6 +66,7 @@ type options struct {
 	sidecarCPUs  string
 	sidecarProcs int
 	logFile      string
+	vegeta       string
 	sidecarLog   io.Writer // logFile, opened
 
 	// hit-vs-static
@@ -100,7 +110,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.scenario, "scenario", "all", "hit-vs-static, mixed, flood, memory, idle, fleet (needs redis-server) or all (all but flood, idle and fleet, then flood)")
+	fs.StringVar(&o.scenario, "scenario", "all", "hit-vs-static (needs wrk), mixed (vegeta), flood, memory, idle, fleet (needs redis-server), generators (the own generator against wrk and vegeta) or all (hit-vs-static, mixed, memory, then flood)")
 	fs.StringVar(&o.binary, "binary", "", "token-sidecar binary to measure; empty builds ./cmd/token-sidecar into a temporary directory")
 	fs.BoolVar(&o.json, "json", false, "also print the results as one JSON document")
 	fs.IntVar(&o.genProcs, "gen-procs", 1, "GOMAXPROCS of this load generator, which shares the machine with the sidecar (0 = leave the default)")
@@ -109,10 +119,11 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.logFile, "sidecar-log", "", "append every sidecar's stderr (JSON log lines) to this file")
 	fs.IntVar(&o.sidecarProcs, "sidecar-gomaxprocs", 0, "GOMAXPROCS of the sidecar (0 = the Go default: the CPUs it may use), e.g. 1 for what a 1-CPU limit in Kubernetes gives it, without pinning it")
 	fs.StringVar(&o.sidecarCPUs, "sidecar-cpus", "", "pin the sidecar to these CPUs with taskset -c (e.g. 1; run the tool itself under taskset -c 0), so that it and the generator do not share CPUs; the sidecar's GOMAXPROCS follows")
+	fs.StringVar(&o.vegeta, "vegeta", "", "vegeta binary for the open-loop runs; empty builds "+vegetaModule+" into a temporary directory")
 	fs.DurationVar(&o.settle, "settle", 5*time.Second, "idle time before the 'after' readings of RSS and goroutines")
 
-	fs.IntVar(&o.workers, "workers", 64, "closed-loop concurrent keep-alive workers (hit-vs-static, warm-ups)")
-	fs.DurationVar(&o.round, "round", 3*time.Second, "hit-vs-static: duration of each target in one round")
+	fs.IntVar(&o.workers, "workers", 64, "closed-loop keep-alive connections: wrk's in hit-vs-static, the own generator's in warm-ups")
+	fs.DurationVar(&o.round, "round", 3*time.Second, "hit-vs-static: duration of each target in one round (wrk's run; whole seconds)")
 	fs.IntVar(&o.rounds, "rounds", 10, "hit-vs-static: rounds, each measuring both targets, in alternating order")
 	fs.IntVar(&o.rate, "rate", 5000, "open-loop requests per second (hit-vs-static latency run, mixed)")
 	fs.DurationVar(&o.openDuration, "open-duration", 10*time.Second, "hit-vs-static: duration of the open-loop latency run")
@@ -153,13 +164,16 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		o.fleetPods = append(o.fleetPods, n)
 	}
 	switch o.scenario {
-	case "hit-vs-static", "mixed", "flood", "memory", "idle", "fleet", "all":
+	case "hit-vs-static", "mixed", "flood", "memory", "idle", "fleet", "generators", "all":
 	default:
 		return o, fmt.Errorf("unknown -scenario %q", o.scenario)
 	}
 	if o.workers < 1 || o.openWorkers < 1 || o.mixedWorkers < 1 || o.floodWorkers < 1 || o.rounds < 1 || o.openSegments < 1 || o.rate < 1 ||
 		o.tenants < 1 || o.hot < 1 || o.floodCount < 1 || o.sampleEvery < 1 || o.memTenants < 1 || o.idleSidecars < 1 {
 		return o, errors.New("counts, workers and rates must be positive")
+	}
+	if o.round < time.Second || o.round%time.Second != 0 {
+		return o, errors.New("-round must be whole seconds: wrk runs for whole seconds")
 	}
 	if o.sidecarProcs < 0 {
 		return o, errors.New("-sidecar-gomaxprocs must be 0 or positive")
@@ -198,14 +212,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer f.Close()
 		o.sidecarLog = f
 	}
+	dir, err := os.MkdirTemp("", "loadtest-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
 	if o.binary == "" {
-		dir, err := os.MkdirTemp("", "loadtest-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
 		fmt.Fprintln(stderr, "loadtest: building ./cmd/token-sidecar")
 		if o.binary, err = buildSidecar(ctx, dir); err != nil {
+			return err
+		}
+	}
+	if o.vegeta == "" && slices.Contains([]string{"mixed", "generators", "all"}, o.scenario) {
+		fmt.Fprintln(stderr, "loadtest: building", vegetaModule)
+		if o.vegeta, err = installVegeta(ctx, dir); err != nil {
 			return err
 		}
 	}
@@ -244,6 +264,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			rep.Fleet, err = runFleet(ctx, o, stderr)
 			if err == nil {
 				rep.printFleet(stdout)
+			}
+		case "generators":
+			rep.Generators, err = runGenerators(ctx, o, stderr)
+			if err == nil {
+				rep.printGenerators(stdout)
 			}
 		case "idle":
 			rep.Idle, err = runIdle(ctx, o, stderr)

@@ -18,11 +18,14 @@ import (
 // per host, and reads the answers with a minimal parser. It belongs to one
 // worker and is not safe for concurrent use.
 //
-// It replaces net/http's client for the load itself because that client
-// costs about as much CPU per request as the server it measures, and runs
-// two goroutines per connection: on a 2-CPU machine the generator's own
-// scheduling then shows up as the sidecar's tail latency. A write and a
-// read on the worker's own goroutine is all a request needs here.
+// It sends the open loop of hit-vs-static, whose sub-millisecond latencies
+// are the sidecar's only if the generator adds next to nothing, and the
+// tool's bounded loops (warm-ups, flood, memory, fleet), which need an exact
+// count of requests and each answer's outcome. net/http's client, which
+// vegeta uses, costs about as much CPU per request as the server it
+// measures and runs two goroutines per connection: on a 2-CPU machine its
+// scheduling shows up as the sidecar's tail latency. A write and a read on
+// the worker's own goroutine is all a request needs here.
 type rawClient struct {
 	ctx   context.Context
 	conns map[string]*rawConn // by host:port

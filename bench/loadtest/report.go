@@ -37,6 +37,7 @@ type report struct {
 	Flood        *floodResult       `json:"flood,omitempty"`
 	Fleet        *fleetResult       `json:"fleet,omitempty"`
 	Idle         *idleResult        `json:"idle,omitempty"`
+	Generators   *generatorsResult  `json:"generators,omitempty"`
 
 	settle time.Duration
 }
@@ -149,7 +150,7 @@ func latencyRow(l latencies) string {
 
 func (r *report) printHitVsStatic(w io.Writer) {
 	h := r.HitVsStatic
-	fmt.Fprintf(w, "== hit-vs-static (issue 3): closed loop, %d keep-alive workers, %v per target per round, sidecar pid %d\n",
+	fmt.Fprintf(w, "== hit-vs-static (issue 3): closed loop on wrk, %d keep-alive connections, %v per target per round, sidecar pid %d\n",
 		h.Workers, h.Round, h.PID)
 	rows := []string{"round\tfirst\thit req/s\tstatic req/s\tratio\thit CPU µs/req\tstatic CPU µs/req\tcores sidecar/gen/other (hit)\t(static)"}
 	for _, rr := range h.Rounds {
@@ -166,7 +167,7 @@ func (r *report) printHitVsStatic(w io.Writer) {
 		h.Ratio, h.MedianRatio, targetRatio, verdict(h.Ratio >= targetRatio), h.CPURatio, verdict(h.CPURatio >= targetRatio))
 	fmt.Fprintf(w, "answers: hit {%s}, static {%s}\n\n", statuses(h.Hit.Statuses), statuses(h.Static.Statuses))
 
-	fmt.Fprintf(w, "open loop: %d req/s for %v per target, in %d alternating segments, at most %d in flight; latency from the scheduled send time\n",
+	fmt.Fprintf(w, "open loop on the own pacer and client: %d req/s for %v per target, in %d alternating segments, at most %d in flight; latency from the scheduled send time\n",
 		h.OpenHit.Rate, h.OpenHit.Duration, h.OpenSegments, h.OpenWorkers)
 	rows = []string{"target\tsent/s\t" + latencyHeader() + "\tservice p99 ms\tpacer lag p99 ms\terrors\tsidecar CPU µs/req\tcores sidecar/gen/other"}
 	for _, o := range []openResult{h.OpenHit, h.OpenStatic} {
@@ -180,7 +181,7 @@ func (r *report) printHitVsStatic(w io.Writer) {
 
 func (r *report) printMixed(w io.Writer) {
 	m := r.Mixed
-	fmt.Fprintf(w, "== mixed (issue 6): open loop %d req/s for %v, at most %d in flight, mix %s, %d hot tenants, misses over %d tenants\n",
+	fmt.Fprintf(w, "== mixed (issue 6): open loop on vegeta, %d req/s for %v, at most %d in flight, mix %s, %d hot tenants, misses over %d tenants\n",
 		m.Rate, m.Duration, m.Workers, m.Mix, m.Hot, m.Tenants)
 	rows := []string{"class\trequests\t" + latencyHeader() + "\tservice p50 ms\tservice p99 ms\tanswers"}
 	for _, c := range m.Classes {

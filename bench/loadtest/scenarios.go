@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,29 +15,43 @@ import (
 	"time"
 )
 
-// env is one scenario's fakes, sidecar and generator.
+// env is one scenario's fakes, sidecar and generator, and a directory for
+// wrk's script and vegeta's targets and results.
 type env struct {
-	fakes *fakes
-	side  *sidecar
-	gen   *generator
+	fakes     *fakes
+	side      *sidecar
+	gen       *generator
+	dir       string
+	wrkScript string
 }
 
 // startEnv starts fresh fakes and a fresh sidecar with the given extra
 // flags, so that no scenario inherits another's cache or heap.
 func startEnv(ctx context.Context, o options, gctrace bool, args ...string) (*env, error) {
+	dir, err := os.MkdirTemp("", "loadtest-env")
+	if err != nil {
+		return nil, err
+	}
+	script, err := writeWrkScript(dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
 	f := startFakes()
 	s, err := startSidecar(ctx, sidecarOptions{binary: o.binary, fakes: f, args: args, logLevel: o.logLevel, log: o.sidecarLog, cpus: o.sidecarCPUs, procs: o.sidecarProcs, gctrace: gctrace})
 	if err != nil {
 		f.close()
+		os.RemoveAll(dir)
 		return nil, err
 	}
-	return &env{fakes: f, side: s, gen: newGenerator()}, nil
+	return &env{fakes: f, side: s, gen: newGenerator(), dir: dir, wrkScript: script}, nil
 }
 
 func (e *env) close() error {
 	e.gen.closeIdle()
 	err := e.side.stop()
 	e.fakes.close()
+	os.RemoveAll(e.dir)
 	return err
 }
 
@@ -178,22 +193,7 @@ func runHitVsStatic(ctx context.Context, o options, log io.Writer) (*hitVsStatic
 		"static": {method: http.MethodGet, url: e.side.adminURL + "/healthz"},
 	}
 	measure := func(name string, d time.Duration) (throughput, error) {
-		rq := targets[name]
-		meter := startCPUMeter(e.side)
-		res, err := e.gen.closedLoop(ctx, closedSpec{
-			workers: o.workers, duration: d, count: maxRoundRequests, classes: 1,
-			next: func(int64) request { return rq },
-		})
-		if err != nil {
-			return throughput{}, err
-		}
-		cpu := meter.stop()
-		t := res.rec.total()
-		return throughput{
-			Requests: res.completed, Seconds: res.elapsed.Seconds(), RPS: res.rate(),
-			SidecarCPU: cpuPerRequest(cpu.SidecarTime, res.completed), CPU: cpu,
-			Latency: t.latency.summary(), Statuses: t.statuses,
-		}, nil
+		return e.measureWrk(ctx, targets[name].url, o.workers, d)
 	}
 
 	// Open the connections and let both paths warm up before measuring.
@@ -440,9 +440,21 @@ func runMixed(ctx context.Context, o options, log io.Writer) (*mixedResult, erro
 		}
 		return request{class: classHit, method: http.MethodGet, url: e.getURL(hotName(int(h % uint64(o.hot))))}
 	}
-	fmt.Fprintf(log, "loadtest: mixed: %d req/s for %v\n", o.rate, o.duration)
+	// vegeta sends the targets in turn: the whole run's requests, in the
+	// order of the mix, each with its class known by its method and URL.
+	total := int(float64(o.rate) * o.duration.Seconds())
+	if total < 1 || total > maxOpenRequests {
+		return nil, fmt.Errorf("mixed: %d req/s × %v is not 1 to %d requests", o.rate, o.duration, maxOpenRequests)
+	}
+	targets := make([]request, total)
+	classOf := map[string]int{}
+	for i := range targets {
+		targets[i] = next(int64(i))
+		classOf[targets[i].method+" "+targets[i].url] = targets[i].class
+	}
+	fmt.Fprintf(log, "loadtest: mixed: %d req/s for %v (vegeta)\n", o.rate, o.duration)
 	meter := startCPUMeter(e.side)
-	res, err := e.gen.openLoop(ctx, openSpec{rate: o.rate, duration: o.duration, workers: o.mixedWorkers, classes: numClasses, next: next})
+	file, _, err := vegetaAttack(ctx, vegetaSpec{bin: o.vegeta, dir: e.dir, rate: o.rate, duration: o.duration, workers: o.mixedWorkers, procs: o.genProcs, targets: targets})
 	if err != nil {
 		return nil, err
 	}
@@ -460,6 +472,12 @@ func runMixed(ctx context.Context, o options, log io.Writer) (*mixedResult, erro
 		}
 	}
 	r.DistinctMisses = min(misses.Load(), int64(o.tenants))
+	results, err := vegetaResults(ctx, o.vegeta, file)
+	if err != nil {
+		return nil, err
+	}
+	res := runResult{rec: newRecorder(numClasses), completed: int64(len(results)), released: int64(len(results))}
+	res.elapsed, res.releaseElapsed = recordVegeta(results, res.rec, &res.lag, o.rate, func(v vegetaResult) int { return classOf[v.method+" "+v.url] })
 
 	t := res.rec.total()
 	r.Completed, r.SentRPS, r.Drain = res.completed, res.sentRate(), res.drain()

@@ -23,7 +23,8 @@ const instrumentationName = "github.com/token-sidecar/token-sidecar/proxy"
 // http.Request.Pattern, which otelhttp reads after the handler returns to
 // name the server span ("GET /token") and to label
 // http.server.request.duration with http.route, and, when the span records,
-// sets the span's http.route attribute at once. requestLog calls it first.
+// sets the span's http.route attribute at once. requestLogger.serve calls
+// it first.
 //
 // Pattern rather than otelhttp's Labeler: the request is the one otelhttp
 // handed to echo, and setting a field allocates nothing, where a Labeler
@@ -217,7 +218,7 @@ func newLazySpans(tp trace.TracerProvider, prop propagation.TextMapPropagator) *
 // the request already has (otelhttp's, or one started here before), else a
 // server span started now, as a child of the caller's traceparent when it
 // sent one. A new span's context replaces the request's on c, so that the
-// handlers after this point, and requestLog, see it.
+// handlers after this point, and requestLogger.serve, see it.
 //
 // opts are the new span's options beyond its kind (its start time).
 func (l *lazySpans) context(c echo.Context, opts ...trace.SpanStartOption) context.Context {

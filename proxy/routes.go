@@ -12,6 +12,9 @@ import (
 // method answers 405 METHOD_NOT_ALLOWED with an Allow header, except OPTIONS,
 // which echo answers 204 with the Allow header.
 
+// routeToken is the route of GET /token, the cached-token path.
+const routeToken = "/token"
+
 // tokenRoutes registers the token listener's routes on e. Its one
 // middleware (requestLogger) is, outside in: the request log (which also
 // writes every error answer, so it can log the status), telemetry
@@ -21,7 +24,7 @@ import (
 func tokenRoutes(e *echo.Echo, h *tokenHandlers, api *apiProxy, requireHeader bool) {
 	e.Use(newRequestLogger(h.logger, h.spans, h.metrics, requireHeader).middleware)
 
-	e.GET("/token", h.getToken)
+	e.GET(routeToken, h.getToken)
 	e.POST("/token/refresh", h.refreshToken)
 	e.Match(apiProxyMethods, apiProxyRoute, api.serve)
 }

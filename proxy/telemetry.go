@@ -68,7 +68,15 @@ type requestMetrics struct {
 	// statuses × codes.
 	opts atomic.Pointer[map[answerLabels]answerOptions]
 	mu   sync.Mutex
+
+	// hit are the options of a 200 of GET /token, the answer of a cached
+	// token, prepared at start (they are also in opts): that answer skips
+	// the map lookup.
+	hit answerOptions
 }
+
+// hitLabels are the labels of requestMetrics.hit.
+var hitLabels = answerLabels{route: routeToken, status: http.StatusOK}
 
 // answerOptions are the measurement options of one answer: its attribute
 // set, as an option of the histogram, and its count (the counter without
@@ -118,6 +126,7 @@ func newRequestMetrics(mp metric.MeterProvider, tenantLabel bool, buckets []floa
 	if err != nil {
 		return nil, err
 	}
+	m.hit = m.options(hitLabels)
 	return m, nil
 }
 
@@ -162,6 +171,9 @@ func (m *requestMetrics) count(c echo.Context, err error, start time.Time) {
 
 // options returns the prepared options of an answer's labels.
 func (m *requestMetrics) options(l answerLabels) answerOptions {
+	if l == hitLabels && m.hit.count != nil {
+		return m.hit
+	}
 	if o, ok := (*m.opts.Load())[l]; ok {
 		return o
 	}

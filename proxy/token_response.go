@@ -43,7 +43,7 @@ func expiresIn(usableUntil, now time.Time) int64 {
 // "bearer" when it has none. Genesys answers "bearer"; the common cases cost
 // no allocation.
 func tokenType(t string) string {
-	if t == "" || strings.EqualFold(t, "bearer") {
+	if t == "" || t == "bearer" || strings.EqualFold(t, "bearer") {
 		return "bearer"
 	}
 	return strings.ToLower(t)

@@ -28,11 +28,10 @@ const (
 // API call, and a tenant parameter there is the API's business.
 //
 // It reuses tenant's rules for the header and the default (present but empty
-// or repeated is refused, never replaced by the default) by handing it a view
-// of the request without its query.
+// or repeated is refused, never replaced by the default) by handing it no
+// query parameter.
 func (r *tenantRules) proxyKey(req *http.Request) (cache.Key, error) {
-	noQuery := &http.Request{URL: &url.URL{Path: req.URL.Path}, Header: req.Header}
-	tenant, err := r.tenant(noQuery)
+	tenant, err := r.tenant(req, queryParam{})
 	if err != nil {
 		return cache.Key{}, err
 	}

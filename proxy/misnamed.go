@@ -2,13 +2,12 @@ package proxy
 
 import (
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 )
 
 // This file holds the refusal of names a token request must not use: a query
-// parameter other than tenant and provider, and a header that is X-Tenant-ID
+// parameter other than tenant and provider (tokenQuery.unknown), and a header that is X-Tenant-ID
 // spelt another way. Either one means the caller meant something the sidecar
 // would otherwise ignore, and ignoring a misnamed tenant serves the default
 // tenant's token to a caller that asked for another one.
@@ -16,32 +15,6 @@ import (
 // maxQuotedName is the most bytes of a caller's name an answer quotes; the
 // rest is cut and marked with "...".
 const maxQuotedName = 64
-
-// unknownQueryKey returns the first key of rawQuery, unescaped, that is
-// neither tenant nor provider, and true; "" and false when there is none.
-// Empty pairs ("&&", a trailing "&") are no keys. A key that does not unescape
-// is returned as it was sent. It allocates only for an escaped key.
-func unknownQueryKey(rawQuery string) (string, bool) {
-	for rawQuery != "" {
-		var pair string
-		pair, rawQuery, _ = strings.Cut(rawQuery, "&")
-		if pair == "" {
-			continue
-		}
-		k, _, _ := strings.Cut(pair, "=")
-		if k == queryTenant || k == queryProvider {
-			continue
-		}
-		if plain, err := url.QueryUnescape(k); err == nil {
-			if plain == queryTenant || plain == queryProvider {
-				continue
-			}
-			k = plain
-		}
-		return k, true
-	}
-	return "", false
-}
 
 // misspeltTenantHeader returns the name of the first header of h that is
 // X-Tenant-ID spelt another way — with other separators or none
@@ -52,6 +25,19 @@ func unknownQueryKey(rawQuery string) (string, bool) {
 // underscore while Go keeps them, so such a header would reach one hop and
 // not the next. It does not allocate.
 func misspeltTenantHeader(h http.Header) (string, bool) {
+	if len(h) <= len(wellNamedHeaders) {
+		// When every header has one of these names, none is misspelt: a
+		// few lookups cost less than walking the map.
+		known := 0
+		for _, name := range wellNamedHeaders {
+			if _, ok := h[name]; ok {
+				known++
+			}
+			if known == len(h) {
+				return "", false
+			}
+		}
+	}
 	for name := range h {
 		if misspeltTenantName(name) {
 			return name, true
@@ -59,6 +45,10 @@ func misspeltTenantHeader(h http.Header) (string, bool) {
 	}
 	return "", false
 }
+
+// wellNamedHeaders are the headers a token request commonly carries, in
+// canonical form, most common first; none is a misspelling of X-Tenant-ID.
+var wellNamedHeaders = [...]string{headerTokenRequest, "User-Agent", "Accept", headerTenantID, "Accept-Encoding", "Traceparent"}
 
 // misspeltTenantName reports whether name is a misspelling of X-Tenant-ID
 // (and not X-Tenant-ID itself, in any case): its ASCII letters and digits,

@@ -122,7 +122,7 @@ func TestMisnamedNamesAreBoundedAndEscaped(t *testing.T) {
 func TestMisnamedChecksDoNotAllocate(t *testing.T) {
 	h := http.Header{"Accept": {"*/*"}, "X-Tenant-Id": {"acme"}, "X-Token-Request": {"true"}, "User-Agent": {"x"}}
 	allocs := testing.AllocsPerRun(100, func() {
-		if _, ok := unknownQueryKey("tenant=acme&provider=genesys&"); ok {
+		if parseTokenQuery("tenant=acme&provider=genesys&").hasUnknown {
 			t.Fatal("unknown key")
 		}
 		if _, ok := misspeltTenantHeader(h); ok {
@@ -131,5 +131,18 @@ func TestMisnamedChecksDoNotAllocate(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("%v allocations, want 0", allocs)
+	}
+}
+
+// TestWellNamedHeadersAreNotMisspelt: the names misspeltTenantHeader takes
+// without looking at them are no misspellings of X-Tenant-ID.
+func TestWellNamedHeadersAreNotMisspelt(t *testing.T) {
+	for _, name := range wellNamedHeaders {
+		if misspeltTenantName(name) {
+			t.Errorf("%s is a misspelling", name)
+		}
+		if http.CanonicalHeaderKey(name) != name {
+			t.Errorf("%s is not canonical: a request never holds it", name)
+		}
 	}
 }

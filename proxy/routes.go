@@ -12,20 +12,19 @@ import (
 // method answers 405 METHOD_NOT_ALLOWED with an Allow header, except OPTIONS,
 // which echo answers 204 with the Allow header.
 
-// tokenRoutes registers the token listener's routes on e. Middleware, outside
-// in: the request log (which also writes every error answer, so it can log
-// the status), telemetry (http.route for otelhttp's span and metric, and the
-// answer counter), panic recovery, and the X-Token-Request check when
-// required. They run for unknown paths too: without the header, every
-// request is 403.
-func tokenRoutes(e *echo.Echo, h *tokenHandlers, api *apiProxy, requireHeader bool) {
-	rl := &requestLogger{logger: h.logger, spans: h.spans, metrics: h.metrics}
-	e.Use(requestLog(rl), recoverPanic(rl))
-	if requireHeader {
-		e.Use(requireRequestHeader)
-	}
+// routeToken is the route of GET /token, the cached-token path.
+const routeToken = "/token"
 
-	e.GET("/token", h.getToken)
+// tokenRoutes registers the token listener's routes on e. Its one
+// middleware (requestLogger) is, outside in: the request log (which also
+// writes every error answer, so it can log the status), telemetry
+// (http.route for otelhttp's span and metric, and the answer counter),
+// panic recovery, and the X-Token-Request check when required. It runs for
+// unknown paths too: without the header, every request is 403.
+func tokenRoutes(e *echo.Echo, h *tokenHandlers, api *apiProxy, requireHeader bool) {
+	e.Use(newRequestLogger(h.logger, h.spans, h.metrics, requireHeader).middleware)
+
+	e.GET(routeToken, h.getToken)
 	e.POST("/token/refresh", h.refreshToken)
 	e.Match(apiProxyMethods, apiProxyRoute, api.serve)
 }
@@ -34,8 +33,7 @@ func tokenRoutes(e *echo.Echo, h *tokenHandlers, api *apiProxy, requireHeader bo
 // X-Token-Request check here: the callers are the kubelet and Prometheus,
 // and nothing here serves a token.
 func adminRoutes(e *echo.Echo, a *adminHandlers) {
-	rl := &requestLogger{logger: a.logger}
-	e.Use(requestLog(rl), recoverPanic(rl))
+	e.Use(newRequestLogger(a.logger, nil, nil, false).middleware)
 
 	getOrHead := []string{http.MethodGet, http.MethodHead}
 	e.Match(getOrHead, "/healthz", a.healthz)

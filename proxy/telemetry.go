@@ -23,7 +23,8 @@ const instrumentationName = "github.com/token-sidecar/token-sidecar/proxy"
 // http.Request.Pattern, which otelhttp reads after the handler returns to
 // name the server span ("GET /token") and to label
 // http.server.request.duration with http.route, and, when the span records,
-// sets the span's http.route attribute at once. requestLog calls it first.
+// sets the span's http.route attribute at once. requestLogger.serve calls
+// it first.
 //
 // Pattern rather than otelhttp's Labeler: the request is the one otelhttp
 // handed to echo, and setting a field allocates nothing, where a Labeler
@@ -67,7 +68,15 @@ type requestMetrics struct {
 	// statuses × codes.
 	opts atomic.Pointer[map[answerLabels]answerOptions]
 	mu   sync.Mutex
+
+	// hit are the options of a 200 of GET /token, the answer of a cached
+	// token, prepared at start (they are also in opts): that answer skips
+	// the map lookup.
+	hit answerOptions
 }
+
+// hitLabels are the labels of requestMetrics.hit.
+var hitLabels = answerLabels{route: routeToken, status: http.StatusOK}
 
 // answerOptions are the measurement options of one answer: its attribute
 // set, as an option of the histogram, and its count (the counter without
@@ -117,6 +126,7 @@ func newRequestMetrics(mp metric.MeterProvider, tenantLabel bool, buckets []floa
 	if err != nil {
 		return nil, err
 	}
+	m.hit = m.options(hitLabels)
 	return m, nil
 }
 
@@ -161,6 +171,9 @@ func (m *requestMetrics) count(c echo.Context, err error, start time.Time) {
 
 // options returns the prepared options of an answer's labels.
 func (m *requestMetrics) options(l answerLabels) answerOptions {
+	if l == hitLabels && m.hit.count != nil {
+		return m.hit
+	}
 	if o, ok := (*m.opts.Load())[l]; ok {
 		return o
 	}
@@ -217,7 +230,7 @@ func newLazySpans(tp trace.TracerProvider, prop propagation.TextMapPropagator) *
 // the request already has (otelhttp's, or one started here before), else a
 // server span started now, as a child of the caller's traceparent when it
 // sent one. A new span's context replaces the request's on c, so that the
-// handlers after this point, and requestLog, see it.
+// handlers after this point, and requestLogger.serve, see it.
 //
 // opts are the new span's options beyond its kind (its start time).
 func (l *lazySpans) context(c echo.Context, opts ...trace.SpanStartOption) context.Context {

@@ -31,16 +31,37 @@ const (
 // dot-segment ("." or ".."). cmd validates -default-tenant and
 // -allowed-tenants with it.
 func ValidTenantID(s string) bool {
-	if len(s) == 0 || len(s) > maxTenantIDLen || !isAlnum(s[0]) {
+	if len(s) == 0 || len(s) > maxTenantIDLen || tenantIDBytes[s[0]] != idAlnum {
 		return false
 	}
 	for i := 1; i < len(s); i++ {
-		if c := s[i]; !isAlnum(c) && c != '_' && c != '.' && c != '-' {
+		if tenantIDBytes[s[i]] == idNone {
 			return false
 		}
 	}
 	return true
 }
+
+// Classes of the bytes of a tenant ID (tenantIDBytes).
+const (
+	idNone  = iota // not in a tenant ID
+	idAlnum        // an ASCII letter or digit: anywhere
+	idPunct        // '_', '.' or '-': not first
+)
+
+// tenantIDBytes is the class of each byte in a tenant ID: one load per byte
+// rather than a chain of comparisons, on every token request.
+var tenantIDBytes = func() (t [256]uint8) {
+	for c := range 256 {
+		switch {
+		case isAlnum(byte(c)):
+			t[c] = idAlnum
+		case c == '_' || c == '.' || c == '-':
+			t[c] = idPunct
+		}
+	}
+	return t
+}()
 
 func isAlnum(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
@@ -114,8 +135,11 @@ func (r *tenantRules) isAllowed(tenant string) bool {
 // /token/refresh) and checks it. The order of the checks is part of the
 // behaviour: no body, then the query's form (no ';', no parameter but tenant
 // and provider), then the tenant's form (no misspelt tenant header either),
-// then the provider, then the allow-list; so a malformed request gets 400 even for a tenant that is not
-// allowed. Nothing the caller sent reaches the cache unless it passed them all.
+// then the provider, then the allow-list; so a malformed request gets 400
+// even for a tenant that is not allowed. Nothing the caller sent reaches the
+// cache unless it passed them all. The query string is read once
+// (parseTokenQuery); a request that passes allocates nothing here unless
+// its values are escaped.
 //
 // The X-Token-Request check runs before, as middleware.
 func (r *tenantRules) key(req *http.Request) (cache.Key, error) {
@@ -128,14 +152,15 @@ func (r *tenantRules) key(req *http.Request) (cache.Key, error) {
 		// meant, refuse.
 		return cache.Key{}, invalidRequest(msgQueryMalformed)
 	}
-	if k, ok := unknownQueryKey(req.URL.RawQuery); ok {
-		return cache.Key{}, invalidRequest(fmt.Sprintf(msgUnknownParameter, quoteName(k)))
+	q := parseTokenQuery(req.URL.RawQuery)
+	if q.hasUnknown {
+		return cache.Key{}, invalidRequest(fmt.Sprintf(msgUnknownParameter, quoteName(q.unknown)))
 	}
-	tenant, err := r.tenant(req)
+	tenant, err := r.tenant(req, q.tenant)
 	if err != nil {
 		return cache.Key{}, err
 	}
-	provider, found, err := lookupQuery(req.URL.RawQuery, queryProvider)
+	provider, found, err := q.provider.value()
 	switch {
 	case errors.Is(err, errRepeated):
 		return cache.Key{}, invalidRequest(msgProviderTwice)
@@ -153,18 +178,19 @@ func (r *tenantRules) key(req *http.Request) (cache.Key, error) {
 	return cache.Key{Provider: provider, Tenant: tenant}, nil
 }
 
-// tenant returns the request's tenant: query parameter tenant, else header
-// X-Tenant-ID, else the default tenant. A parameter or header that is present
-// counts even when it is empty, and is then refused as malformed: falling back
-// to the default tenant would hand an app whose tenant variable is unset
-// another tenant's token. A tenant given twice (two query parameters, two
-// headers) is refused too, for the same reason, and so is a header that is
-// X-Tenant-ID misspelt (misspeltTenantHeader), present or not the right one.
-func (r *tenantRules) tenant(req *http.Request) (string, error) {
+// tenant returns the request's tenant: query parameter tenant (param), else
+// header X-Tenant-ID, else the default tenant. A parameter or header that is
+// present counts even when it is empty, and is then refused as malformed:
+// falling back to the default tenant would hand an app whose tenant variable
+// is unset another tenant's token. A tenant given twice (two query
+// parameters, two headers) is refused too, for the same reason, and so is a
+// header that is X-Tenant-ID misspelt (misspeltTenantHeader), present or not
+// the right one.
+func (r *tenantRules) tenant(req *http.Request, param queryParam) (string, error) {
 	if name, ok := misspeltTenantHeader(req.Header); ok {
 		return "", invalidRequest(fmt.Sprintf(msgMisspeltTenantHead, quoteName(name)))
 	}
-	tenant, found, err := lookupQuery(req.URL.RawQuery, queryTenant)
+	tenant, found, err := param.value()
 	switch {
 	case errors.Is(err, errRepeated):
 		return "", invalidRequest(msgTenantTwice)
@@ -195,31 +221,85 @@ func hasBody(req *http.Request) bool {
 	return req.ContentLength != 0 || len(req.TransferEncoding) > 0
 }
 
-// errRepeated is lookupQuery's answer for a key that occurs more than once.
+// errRepeated is queryParam.value's answer for a parameter that occurs more
+// than once.
 var errRepeated = errors.New("query parameter repeated")
 
-// lookupQuery finds key in a raw query string as url.Values.Get would, with
-// the key and value unescaped, but without building the map (the cached-token
-// path allocates nothing here when nothing is escaped). It reports whether
-// the key occurs; errRepeated when it occurs more than once, and an error when
-// its value is not validly escaped. Pairs that are not the key are skipped
-// unparsed.
-func lookupQuery(rawQuery, key string) (value string, found bool, err error) {
+// tokenQuery is what a token request's query string names, read in one pass
+// by parseTokenQuery.
+type tokenQuery struct {
+	// unknown is the first key that is neither tenant nor provider,
+	// unescaped, or as it was sent when it does not unescape; hasUnknown
+	// says there is one. Empty pairs ("&&", a trailing "&") are no keys.
+	unknown    string
+	hasUnknown bool
+
+	tenant, provider queryParam
+}
+
+// queryParam is one parameter of a tokenQuery. Its zero value is a
+// parameter that does not occur.
+type queryParam struct {
+	raw string // the first occurrence's value, still escaped
+	n   int    // occurrences, counted up to 2
+}
+
+// parseTokenQuery reads a raw query string as url.ParseQuery would, with
+// keys and values unescaped, but without building the map: it keeps the
+// first unknown key and, of tenant and provider, the first value and
+// whether there is more than one. It allocates only for an escaped key.
+func parseTokenQuery(rawQuery string) tokenQuery {
+	var q tokenQuery
 	for rawQuery != "" {
 		var pair string
 		pair, rawQuery, _ = strings.Cut(rawQuery, "&")
+		if pair == "" {
+			continue
+		}
 		k, v, _ := strings.Cut(pair, "=")
-		k, kerr := url.QueryUnescape(k)
-		if kerr != nil || k != key {
-			continue // a malformed key is not ours either
+		var p *queryParam
+		switch k {
+		case queryTenant:
+			p = &q.tenant
+		case queryProvider:
+			p = &q.provider
+		default:
+			if plain, err := url.QueryUnescape(k); err == nil {
+				switch plain {
+				case queryTenant:
+					p = &q.tenant
+				case queryProvider:
+					p = &q.provider
+				}
+				k = plain
+			}
 		}
-		if found {
-			return "", true, errRepeated
+		if p == nil {
+			if !q.hasUnknown {
+				q.unknown, q.hasUnknown = k, true
+			}
+			continue
 		}
-		found = true
-		if value, err = url.QueryUnescape(v); err != nil {
-			return "", true, err
+		if p.n == 0 {
+			p.raw = v
 		}
+		p.n = min(p.n+1, 2)
 	}
-	return value, found, nil
+	return q
+}
+
+// value returns the parameter's value, unescaped, as url.Values.Get would,
+// and whether it occurs. Its error is errRepeated when it occurs more than
+// once, and another when its first value is not validly escaped.
+func (p queryParam) value() (value string, found bool, err error) {
+	if p.n == 0 {
+		return "", false, nil
+	}
+	if value, err = url.QueryUnescape(p.raw); err != nil {
+		return "", true, err
+	}
+	if p.n > 1 {
+		return "", true, errRepeated
+	}
+	return value, true, nil
 }

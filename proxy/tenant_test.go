@@ -79,7 +79,8 @@ func BenchmarkValidTenantID(b *testing.B) {
 	}
 }
 
-func TestLookupQuery(t *testing.T) {
+// TestTokenQueryParam: the tenant parameter as parseTokenQuery reads it.
+func TestTokenQueryParam(t *testing.T) {
 	for _, tc := range []struct {
 		raw       string
 		wantValue string
@@ -104,15 +105,15 @@ func TestLookupQuery(t *testing.T) {
 		{"tenant=a&tenant=b", "", true, errRepeated},
 		{"tenant=a&%74enant=a", "", true, errRepeated},
 	} {
-		value, found, err := lookupQuery(tc.raw, "tenant")
+		value, found, err := parseTokenQuery(tc.raw).tenant.value()
 		if value != tc.wantValue || found != tc.wantFound || !matchErr(err, tc.wantErr) {
-			t.Errorf("lookupQuery(%q) = %q, %v, %v; want %q, %v, %v", tc.raw, value, found, err, tc.wantValue, tc.wantFound, tc.wantErr)
+			t.Errorf("tenant of %q = %q, %v, %v; want %q, %v, %v", tc.raw, value, found, err, tc.wantValue, tc.wantFound, tc.wantErr)
 		}
 		// Where the query is unambiguous, url.Values agrees.
 		if tc.wantErr == nil {
 			q, _ := url.ParseQuery(tc.raw)
 			if _, ok := q["tenant"]; ok != found || q.Get("tenant") != value {
-				t.Errorf("lookupQuery(%q) = %q, %v; url.Values says %q, %v", tc.raw, value, found, q.Get("tenant"), ok)
+				t.Errorf("tenant of %q = %q, %v; url.Values says %q, %v", tc.raw, value, found, q.Get("tenant"), ok)
 			}
 		}
 	}
@@ -130,9 +131,9 @@ func matchErr(err, want error) bool {
 	return errors.Is(err, want)
 }
 
-func TestLookupQueryDoesNotAllocate(t *testing.T) {
+func TestTokenQueryDoesNotAllocate(t *testing.T) {
 	allocs := testing.AllocsPerRun(100, func() {
-		if v, _, _ := lookupQuery("tenant=acme&provider=genesys", "provider"); v != "genesys" {
+		if v, _, _ := parseTokenQuery("tenant=acme&provider=genesys").provider.value(); v != "genesys" {
 			t.Fatal(v)
 		}
 	})

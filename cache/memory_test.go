@@ -49,7 +49,7 @@ func TestEntriesKeepNoCallerMemory(t *testing.T) {
 	if sa.key.Tenant != "acme" || unsafe.StringData(sa.key.Tenant) == unsafe.StringData(callerKey.Tenant) {
 		t.Errorf("the state's tenant %q shares the caller's string", sa.key.Tenant)
 	}
-	ta, tb := sa.view.Load().tok, sb.view.Load().tok
+	ta, tb := sa.view.Load().token(), sb.view.Load().token()
 	if ta.TokenType != "bearer" || unsafe.StringData(ta.TokenType) != unsafe.StringData(tb.TokenType) {
 		t.Errorf("TokenType %q / %q: two copies", ta.TokenType, tb.TokenType)
 	}
@@ -176,4 +176,22 @@ func BenchmarkMemoryPerTenant(b *testing.B) {
 	b.ReportMetric(strs, "B/strings")
 	b.ReportMetric(sched, "B/sched-slot")
 	b.ReportMetric(total-idx-reg-st-vw-strs-sched, "B/other")
+}
+
+// TestRecordsKeepTheirSizeClass: the two records every cached tenant keeps
+// stay within the size classes they were packed into, so that a field
+// added to one is a decision about every tenant's footprint, not an
+// accident of padding.
+func TestRecordsKeepTheirSizeClass(t *testing.T) {
+	for _, r := range []struct {
+		name      string
+		size, max uintptr
+	}{
+		{"view", unsafe.Sizeof(view{}), 96},
+		{"state", unsafe.Sizeof(state{}), 128},
+	} {
+		if got := sizeClass(r.size); got > r.max {
+			t.Errorf("%s is %d B, allocated as %d B: more than its %d B size class", r.name, r.size, got, r.max)
+		}
+	}
 }

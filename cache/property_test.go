@@ -129,7 +129,7 @@ func TestStateMachineInvariants(t *testing.T) {
 	// The watcher samples every key's state record and checks that the
 	// generations and the Source call numbers grow together.
 	type seen struct {
-		gen uint64
+		gen uint32
 		num int
 	}
 	last := map[*state]seen{}
@@ -149,10 +149,10 @@ func TestStateMachineInvariants(t *testing.T) {
 					continue
 				}
 				v := s.view.Load()
-				if v.usableUntil.IsZero() || v.err != nil {
+				if v.usableUntil == 0 || v.neg != nil {
 					continue
 				}
-				num := tokenNumber(t, v.tok)
+				num := tokenNumber(t, v.token())
 				if p, ok := last[s]; ok && ((v.gen > p.gen && num <= p.num) || (v.gen < p.gen)) {
 					fail("%v: generation %d holds call #%d after generation %d held #%d", key, v.gen, num, p.gen, p.num)
 				}

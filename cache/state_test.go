@@ -127,8 +127,8 @@ func TestFresherTokenSurvivesAFailedForcedRefresh(t *testing.T) {
 	}()
 	waitFor(t, "the forced exchange", func() bool { return src.count(ReasonForced) == 1 })
 	clk.Advance(80 * time.Second) // the refresh point: the timer refreshes ahead
-	waitFor(t, "the refresh ahead", func() bool { return c.peek(tenantA).tok.AccessToken != t1.AccessToken })
-	t2 := c.peek(tenantA).tok
+	waitFor(t, "the refresh ahead", func() bool { return c.peek(tenantA).token().AccessToken != t1.AccessToken })
+	t2 := c.peek(tenantA).token()
 	close(gate)
 	<-forced
 
@@ -311,7 +311,7 @@ func TestFiveMinuteTokenWithRefreshAt095RefreshesAhead(t *testing.T) {
 		t.Fatal("the current token is not served while the refresh runs")
 	}
 	waitFor(t, "a refresh ahead", func() bool { return src.count(ReasonAhead) == 1 })
-	waitFor(t, "the new token", func() bool { return c.peek(tenantA).tok.AccessToken != t1.AccessToken })
+	waitFor(t, "the new token", func() bool { return c.peek(tenantA).token().AccessToken != t1.AccessToken })
 	clk.Advance(20 * time.Second) // t1's margin
 	if got := mustGet(t, c, tenantA); got.AccessToken == t1.AccessToken {
 		t.Fatal("served inside the margin")
@@ -332,7 +332,7 @@ func TestTimerRefreshesOnlyTokensInUse(t *testing.T) {
 		t.Fatal("refreshed before the refresh point")
 	}
 	clk.Advance(time.Millisecond)
-	waitFor(t, "the timer's refresh", func() bool { return c.peek(tenantA).tok.AccessToken != t1.AccessToken })
+	waitFor(t, "the timer's refresh", func() bool { return c.peek(tenantA).token().AccessToken != t1.AccessToken })
 	if got := src.last(); got.Reason != ReasonAhead || got.Current.AccessToken != t1.AccessToken {
 		t.Fatalf("timer refresh: reason %v, current %q", got.Reason, got.Current.AccessToken)
 	}
@@ -350,7 +350,7 @@ func TestTimerRefreshesOnlyTokensInUse(t *testing.T) {
 		}
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		return s.wakeAt.Equal(t2.usableUntil)
+		return s.wakeAt == t2.usableUntil
 	})
 	if n := src.calls.Load(); n != 2 {
 		t.Fatalf("source called %d times, want 2: a token nobody asked for was refreshed", n)
@@ -378,14 +378,14 @@ func TestFailedTimerRefreshIsRetriedBeforeTheMargin(t *testing.T) {
 	// 10 s left before the margin: the next try is 2.5 s later.
 	s := c.stateOf(tenantA)
 	s.mu.Lock()
-	next := s.nextTry
+	next := c.clk.time(s.nextTry)
 	s.mu.Unlock()
 	if want := issued.Add(82500 * time.Millisecond); !next.Equal(want) {
 		t.Fatalf("next try at %v after issue, want 82.5 s", next.Sub(issued))
 	}
 	down.Store(false)
 	clk.Advance(2500 * time.Millisecond)
-	waitFor(t, "the retried refresh", func() bool { return c.peek(tenantA).tok.AccessToken != t1.AccessToken })
+	waitFor(t, "the retried refresh", func() bool { return c.peek(tenantA).token().AccessToken != t1.AccessToken })
 	if got := mustGet(t, c, tenantA); got.AccessToken == t1.AccessToken {
 		t.Fatal("the recovered upstream's token is not served")
 	}

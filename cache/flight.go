@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -49,15 +50,20 @@ func (c *Cache) detach(ctx context.Context) context.Context {
 	return flightContext{Context: c.bg, values: ctx}
 }
 
-// flightName names a flight in the singleflight group: its kind, its key
-// and its sequence number, so that no caller joins a flight that has already
-// applied its outcome.
+// flightName names a flight in the singleflight group: its kind, its key,
+// its state and its sequence number, so that no caller joins a flight that
+// has already applied its outcome. The state is named by its address: a
+// flight of a state released for its key (whose next state counts its
+// flights from one again) stays in the group until its function returns,
+// and keeps its state alive until then, so no other state has that address
+// while the name is in use.
 func flightName(s *state, kind flightKind, seq uint32) string {
 	prefix := "get\x00"
 	if kind == flightForced {
 		prefix = "force\x00"
 	}
-	return prefix + s.key.Provider + "\x00" + s.key.Tenant + "\x00" + strconv.FormatUint(uint64(seq), 10)
+	return prefix + s.key.Provider + "\x00" + s.key.Tenant + "\x00" +
+		strconv.FormatUint(uint64(uintptr(unsafe.Pointer(s))), 16) + "\x00" + strconv.FormatUint(uint64(seq), 10)
 }
 
 // startFlight starts a new flight of kind for s, fetching req. Called with

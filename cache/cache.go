@@ -343,12 +343,12 @@ func (c *Cache) Len() int { return c.tokens.Len() + c.negatives.Len() }
 func (c *Cache) Get(ctx context.Context, key Key) (Token, error) {
 	if item := c.tokens.Get(key); item != nil {
 		v := item.Value()
-		if now := c.clk.now(); v.usable(now) {
+		if now := c.clk.of(c.cfg.Now()); v.usable(now) {
 			return c.hit(ctx, key, v, now), nil
 		}
 	}
 	if item := c.negatives.Get(key); item != nil {
-		if err := item.Value().cachedErr(c.clk.now()); err != nil {
+		if err := item.Value().cachedErr(c.clk.of(c.cfg.Now())); err != nil {
 			c.obs.NegativeHit(key)
 			tagRequest(ctx, resultNegativeHit)
 			return Token{}, err
@@ -420,7 +420,7 @@ func (c *Cache) Cached(ctx context.Context, key Key) (Token, bool) {
 		return Token{}, false
 	}
 	v := item.Value()
-	now := c.clk.now()
+	now := c.clk.of(c.cfg.Now())
 	if !v.usable(now) {
 		return Token{}, false
 	}

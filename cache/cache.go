@@ -384,7 +384,7 @@ func (c *Cache) miss(ctx context.Context, key Key, serve bool) (Token, error) {
 		if serve {
 			v.markServed()
 		}
-		return v.token(), nil
+		return v.tok, nil
 	case v.cachedErr(c.clk.of(now)) != nil:
 		s.mu.Unlock()
 		return Token{}, v.neg.err
@@ -392,7 +392,7 @@ func (c *Cache) miss(ctx context.Context, key Key, serve bool) (Token, error) {
 	leader := !s.normalRunning
 	var ch <-chan singleflight.Result
 	if leader {
-		req := FetchRequest{Key: key, Reason: ReasonMiss, Current: v.token()}
+		req := FetchRequest{Key: key, Reason: ReasonMiss, Current: v.tok}
 		ch = c.startFlight(s, flightNormal, req, c.detach(ctx), triggerMiss)
 	} else {
 		ch = c.joinFlight(s, flightNormal)
@@ -442,5 +442,5 @@ func (c *Cache) hit(ctx context.Context, key Key, v *view, now instant) Token {
 	} else {
 		tagRequest(ctx, resultHit)
 	}
-	return v.token()
+	return v.tok
 }

@@ -221,7 +221,7 @@ func (c *Cache) apply(s *state, kind flightKind, seq, from uint32, reason Reason
 	}
 	if err != nil {
 		if v := s.view.Load(); v.usable(c.clk.of(now)) && (reason != ReasonForced || v.gen != from) {
-			tok, err = v.token(), nil
+			tok, err = v.tok, nil
 		}
 	}
 	if kind == flightForced {

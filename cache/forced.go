@@ -30,15 +30,15 @@ func (c *Cache) Refresh(ctx context.Context, key Key, refused string) (Token, er
 	now := c.cfg.Now()
 	v := s.view.Load()
 	if refused == "" && v.usableUntil != 0 {
-		refused = v.access
+		refused = v.tok.AccessToken
 	}
-	if c.servable(s, v, now) && v.access != refused {
+	if c.servable(s, v, now) && v.tok.AccessToken != refused {
 		s.mu.Unlock()
 		v.markServed()
 		at := c.clk.of(now)
 		c.obs.Hit(key, time.Duration(v.usableUntil-at), at >= v.refreshAt)
 		tagRequest(ctx, resultNotRefused)
-		return v.token(), nil
+		return v.tok, nil
 	}
 	if s.forcedRunning {
 		// The interval's exchange, or a slow one that outlived it: one
@@ -67,7 +67,7 @@ func (c *Cache) Refresh(ctx context.Context, key Key, refused string) (Token, er
 		}
 	}
 	s.forced = &forcedExchange{at: now}
-	req := FetchRequest{Key: key, Reason: ReasonForced, Refused: refused, Current: v.token()}
+	req := FetchRequest{Key: key, Reason: ReasonForced, Refused: refused, Current: v.tok}
 	ch := c.startFlight(s, flightForced, req, c.detach(ctx), triggerForced)
 	if c.cfg.MinRefreshInterval > 0 {
 		c.sched.at(s, c.clk.of(now.Add(c.cfg.MinRefreshInterval))) // to release the state after the interval

@@ -152,7 +152,7 @@ func TestStateMachineInvariants(t *testing.T) {
 				if v.usableUntil == 0 || v.neg != nil {
 					continue
 				}
-				num := tokenNumber(t, v.token())
+				num := tokenNumber(t, v.tok)
 				if p, ok := last[s]; ok && ((v.gen > p.gen && num <= p.num) || (v.gen < p.gen)) {
 					fail("%v: generation %d holds call #%d after generation %d held #%d", key, v.gen, num, p.gen, p.num)
 				}

@@ -261,7 +261,7 @@ func (c *Cache) startAhead(s *state, v *view, now time.Time, trigger string, lin
 	if s.normalRunning {
 		ch = c.joinFlight(s, flightNormal)
 	} else {
-		req := FetchRequest{Key: s.key, Reason: ReasonAhead, Current: v.token()}
+		req := FetchRequest{Key: s.key, Reason: ReasonAhead, Current: v.tok}
 		ch = c.startFlight(s, flightNormal, req, c.bg, trigger, links...)
 	}
 	c.bgWG.Add(1)

@@ -17,7 +17,7 @@ import (
 // state. It is immutable once published, but for served. It holds a token
 // (usableUntil is not zero), a cached error (neg is not nil), or nothing.
 //
-// Every cached tenant keeps one: its fields are packed into the 96-byte
+// Every cached tenant keeps one: its fields are packed into the 128-byte
 // size class (TestRecordsKeepTheirSizeClass).
 type view struct {
 	// The fields a hit reads come first.
@@ -26,13 +26,9 @@ type view struct {
 	// no token.
 	usableUntil instant
 	refreshAt   instant
-
-	// The token, as Token holds it but for the strings every token of a
-	// provider shares, kept once for all (token puts it together).
-	access    string
-	meta      unique.Handle[tokenMeta]
-	expiresAt time.Time
-	lifetime  time.Duration
+	// tok is the token; the zero Token when the view holds none. A hit
+	// returns it as it is: the copy of one field.
+	tok Token
 
 	// s is the state the view belongs to; nil for the views that hold
 	// nothing, which are never indexed.
@@ -48,26 +44,10 @@ type view struct {
 	served atomic.Bool
 }
 
-// tokenMeta is what tokens of one provider share: one copy is kept for
-// all of them (unique.Make), not one per tenant.
-type tokenMeta struct {
-	tokenType, apiBaseURL string
-}
-
 // negative is a cached error, valid until until.
 type negative struct {
 	err   error
 	until instant
-}
-
-// token is the view's token; the zero Token when it holds none.
-func (v *view) token() Token {
-	if v.usableUntil == 0 {
-		return Token{}
-	}
-	m := v.meta.Value()
-	return Token{AccessToken: v.access, TokenType: m.tokenType, ExpiresAt: v.expiresAt,
-		Lifetime: v.lifetime, APIBaseURL: m.apiBaseURL}
 }
 
 // cachedErr is v's cached error while it is valid at now; nil otherwise.
@@ -170,7 +150,7 @@ func (v *view) markServed() {
 
 // markServedToken marks the state's current token served if it is tok.
 func (s *state) markServedToken(tok Token) {
-	if v := s.view.Load(); v.usableUntil != 0 && v.access == tok.AccessToken {
+	if v := s.view.Load(); v.neg == nil && v.tok.AccessToken == tok.AccessToken {
 		v.markServed()
 	}
 }
@@ -262,12 +242,13 @@ func (c *Cache) release(s *state) {
 // scheduled. Called with mu held.
 func (c *Cache) storeToken(s *state, tok Token, now time.Time) {
 	s.gen++
+	// Every token of a provider has the same few TokenType and APIBaseURL
+	// values: one copy of each is kept, not one per tenant.
+	tok.TokenType = unique.Make(tok.TokenType).Value()
+	tok.APIBaseURL = unique.Make(tok.APIBaseURL).Value()
 	v := &view{
 		s:           s,
-		access:      tok.AccessToken,
-		meta:        unique.Make(tokenMeta{tokenType: tok.TokenType, apiBaseURL: tok.APIBaseURL}),
-		expiresAt:   tok.ExpiresAt,
-		lifetime:    tok.Lifetime,
+		tok:         tok,
 		usableUntil: c.clk.of(tok.UsableUntil()),
 		refreshAt:   c.clk.of(refreshPoint(tok, c.cfg.RefreshAt, c.cfg.RefreshJitter, c.cfg.Rand())),
 		gen:         s.gen,

@@ -127,8 +127,8 @@ func TestFresherTokenSurvivesAFailedForcedRefresh(t *testing.T) {
 	}()
 	waitFor(t, "the forced exchange", func() bool { return src.count(ReasonForced) == 1 })
 	clk.Advance(80 * time.Second) // the refresh point: the timer refreshes ahead
-	waitFor(t, "the refresh ahead", func() bool { return c.peek(tenantA).token().AccessToken != t1.AccessToken })
-	t2 := c.peek(tenantA).token()
+	waitFor(t, "the refresh ahead", func() bool { return c.peek(tenantA).tok.AccessToken != t1.AccessToken })
+	t2 := c.peek(tenantA).tok
 	close(gate)
 	<-forced
 
@@ -311,7 +311,7 @@ func TestFiveMinuteTokenWithRefreshAt095RefreshesAhead(t *testing.T) {
 		t.Fatal("the current token is not served while the refresh runs")
 	}
 	waitFor(t, "a refresh ahead", func() bool { return src.count(ReasonAhead) == 1 })
-	waitFor(t, "the new token", func() bool { return c.peek(tenantA).token().AccessToken != t1.AccessToken })
+	waitFor(t, "the new token", func() bool { return c.peek(tenantA).tok.AccessToken != t1.AccessToken })
 	clk.Advance(20 * time.Second) // t1's margin
 	if got := mustGet(t, c, tenantA); got.AccessToken == t1.AccessToken {
 		t.Fatal("served inside the margin")
@@ -332,7 +332,7 @@ func TestTimerRefreshesOnlyTokensInUse(t *testing.T) {
 		t.Fatal("refreshed before the refresh point")
 	}
 	clk.Advance(time.Millisecond)
-	waitFor(t, "the timer's refresh", func() bool { return c.peek(tenantA).token().AccessToken != t1.AccessToken })
+	waitFor(t, "the timer's refresh", func() bool { return c.peek(tenantA).tok.AccessToken != t1.AccessToken })
 	if got := src.last(); got.Reason != ReasonAhead || got.Current.AccessToken != t1.AccessToken {
 		t.Fatalf("timer refresh: reason %v, current %q", got.Reason, got.Current.AccessToken)
 	}
@@ -385,7 +385,7 @@ func TestFailedTimerRefreshIsRetriedBeforeTheMargin(t *testing.T) {
 	}
 	down.Store(false)
 	clk.Advance(2500 * time.Millisecond)
-	waitFor(t, "the retried refresh", func() bool { return c.peek(tenantA).token().AccessToken != t1.AccessToken })
+	waitFor(t, "the retried refresh", func() bool { return c.peek(tenantA).tok.AccessToken != t1.AccessToken })
 	if got := mustGet(t, c, tenantA); got.AccessToken == t1.AccessToken {
 		t.Fatal("the recovered upstream's token is not served")
 	}

@@ -147,6 +147,8 @@ type Config struct {
 type Cache struct {
 	cfg Config
 	obs Observer
+	// clk reads cfg.Now as the instants that views and states keep.
+	clk instants
 
 	// mu guards states, the registry of every live state record. Lock
 	// order: mu, then a state's mu.
@@ -258,6 +260,7 @@ func New(cfg Config) (*Cache, error) {
 	c := &Cache{
 		cfg:    cfg,
 		obs:    obs,
+		clk:    newInstants(cfg.Now),
 		states: map[Key]*state{},
 		tokens: ttlcache.New(
 			ttlcache.WithCapacity[Key, *view](uint64(cfg.Capacity)),
@@ -291,7 +294,7 @@ func New(cfg Config) (*Cache, error) {
 	c.tokens.OnEviction(c.onTokenEvicted)
 	c.negatives.OnEviction(c.onNegativeEvicted)
 	c.bg, c.stopBG = context.WithCancel(context.Background())
-	c.sched = newScheduler(cfg.Now, cfg.AfterFunc, c.tick)
+	c.sched = newScheduler(c.clk, cfg.AfterFunc, c.tick)
 	for _, idx := range []*ttlcache.Cache[Key, *view]{c.tokens, c.negatives} {
 		c.janitors.Go(idx.Start)
 	}
@@ -340,15 +343,15 @@ func (c *Cache) Len() int { return c.tokens.Len() + c.negatives.Len() }
 func (c *Cache) Get(ctx context.Context, key Key) (Token, error) {
 	if item := c.tokens.Get(key); item != nil {
 		v := item.Value()
-		if now := c.cfg.Now(); v.usable(now) {
+		if now := c.clk.of(c.cfg.Now()); v.usable(now) {
 			return c.hit(ctx, key, v, now), nil
 		}
 	}
 	if item := c.negatives.Get(key); item != nil {
-		if v := item.Value(); v.err != nil && c.cfg.Now().Before(v.errUntil) {
+		if err := item.Value().cachedErr(c.clk.of(c.cfg.Now())); err != nil {
 			c.obs.NegativeHit(key)
 			tagRequest(ctx, resultNegativeHit)
-			return Token{}, v.err
+			return Token{}, err
 		}
 	}
 	c.obs.Miss(key)
@@ -382,17 +385,14 @@ func (c *Cache) miss(ctx context.Context, key Key, serve bool) (Token, error) {
 			v.markServed()
 		}
 		return v.tok, nil
-	case v.err != nil && now.Before(v.errUntil):
+	case v.cachedErr(c.clk.of(now)) != nil:
 		s.mu.Unlock()
-		return Token{}, v.err
+		return Token{}, v.neg.err
 	}
 	leader := !s.normalRunning
 	var ch <-chan singleflight.Result
 	if leader {
-		req := FetchRequest{Key: key, Reason: ReasonMiss}
-		if v.err == nil {
-			req.Current = v.tok
-		}
+		req := FetchRequest{Key: key, Reason: ReasonMiss, Current: v.tok}
 		ch = c.startFlight(s, flightNormal, req, c.detach(ctx), triggerMiss)
 	} else {
 		ch = c.joinFlight(s, flightNormal)
@@ -420,7 +420,7 @@ func (c *Cache) Cached(ctx context.Context, key Key) (Token, bool) {
 		return Token{}, false
 	}
 	v := item.Value()
-	now := c.cfg.Now()
+	now := c.clk.of(c.cfg.Now())
 	if !v.usable(now) {
 		return Token{}, false
 	}
@@ -430,13 +430,13 @@ func (c *Cache) Cached(ctx context.Context, key Key) (Token, bool) {
 // hit serves v, key's usable token, to a request: marked served, the
 // refresh ahead of expiry once past the refresh point, the Observer, the
 // caller's span. Only past the refresh point does it read v's state.
-func (c *Cache) hit(ctx context.Context, key Key, v *view, now time.Time) Token {
+func (c *Cache) hit(ctx context.Context, key Key, v *view, now instant) Token {
 	v.markServed()
-	stale := !now.Before(v.refreshAt)
-	if stale && now.UnixNano() >= v.s.noAheadUntil.Load() {
-		c.requestAhead(ctx, v.s, v, now)
+	stale := now >= v.refreshAt
+	if stale && int64(now) >= v.s.noAheadUntil.Load() {
+		c.requestAhead(ctx, v.s, v, c.clk.time(now))
 	}
-	c.obs.Hit(key, v.usableUntil.Sub(now), stale)
+	c.obs.Hit(key, time.Duration(v.usableUntil-now), stale)
 	if stale {
 		tagRequest(ctx, resultStaleHit)
 	} else {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -49,15 +50,20 @@ func (c *Cache) detach(ctx context.Context) context.Context {
 	return flightContext{Context: c.bg, values: ctx}
 }
 
-// flightName names a flight in the singleflight group: its kind, its key
-// and its sequence number, so that no caller joins a flight that has already
-// applied its outcome.
-func flightName(s *state, kind flightKind, seq uint64) string {
+// flightName names a flight in the singleflight group: its kind, its key,
+// its state and its sequence number, so that no caller joins a flight that
+// has already applied its outcome. The state is named by its address: a
+// flight of a state released for its key (whose next state counts its
+// flights from one again) stays in the group until its function returns,
+// and keeps its state alive until then, so no other state has that address
+// while the name is in use.
+func flightName(s *state, kind flightKind, seq uint32) string {
 	prefix := "get\x00"
 	if kind == flightForced {
 		prefix = "force\x00"
 	}
-	return prefix + s.key.Provider + "\x00" + s.key.Tenant + "\x00" + strconv.FormatUint(seq, 10)
+	return prefix + s.key.Provider + "\x00" + s.key.Tenant + "\x00" +
+		strconv.FormatUint(uint64(uintptr(unsafe.Pointer(s))), 16) + "\x00" + strconv.FormatUint(uint64(seq), 10)
 }
 
 // startFlight starts a new flight of kind for s, fetching req. Called with
@@ -66,7 +72,7 @@ func flightName(s *state, kind flightKind, seq uint64) string {
 //
 // parent is the fetch's context: c.bg, or detach of the leader's.
 func (c *Cache) startFlight(s *state, kind flightKind, req FetchRequest, parent context.Context, trigger string, links ...trace.Link) <-chan singleflight.Result {
-	var seq uint64
+	var seq uint32
 	if kind == flightForced {
 		s.forcedSeq++
 		seq = s.forcedSeq
@@ -120,7 +126,7 @@ func (c *Cache) await(ctx context.Context, key Key, ch <-chan singleflight.Resul
 // outcome to s if s is still at generation from. It waits for a fetch slot
 // at most FetchTimeout, then gives the Source FetchTimeout; running out of
 // either is an *UnavailableError (503), not the caller's TIMEOUT.
-func (c *Cache) fetch(parent context.Context, s *state, kind flightKind, seq, from uint64, req FetchRequest, trigger string, links []trace.Link) (f flight, err error) {
+func (c *Cache) fetch(parent context.Context, s *state, kind flightKind, seq, from uint32, req FetchRequest, trigger string, links []trace.Link) (f flight, err error) {
 	key := s.key
 	ctx, span := c.tracer.Start(parent, "cache.fetch",
 		trace.WithLinks(links...),
@@ -200,7 +206,7 @@ func (c *Cache) callSource(ctx context.Context, req FetchRequest) (tok Token, er
 //
 // An error is answered as the state's usable token when it holds one that
 // is not the refused one (another fetch stored it meanwhile).
-func (c *Cache) apply(s *state, kind flightKind, seq, from uint64, reason Reason, tok Token, err error, now time.Time) (Token, error) {
+func (c *Cache) apply(s *state, kind flightKind, seq, from uint32, reason Reason, tok Token, err error, now time.Time) (Token, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	fresh := s.gen == from && !s.dead
@@ -214,7 +220,7 @@ func (c *Cache) apply(s *state, kind flightKind, seq, from uint64, reason Reason
 		c.storeNegative(s, err, now)
 	}
 	if err != nil {
-		if v := s.view.Load(); v.usable(now) && (reason != ReasonForced || v.gen != from) {
+		if v := s.view.Load(); v.usable(c.clk.of(now)) && (reason != ReasonForced || v.gen != from) {
 			tok, err = v.tok, nil
 		}
 	}

@@ -1,6 +1,9 @@
 package cache
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Refresh answers a caller whose token was refused (POST /token/refresh, an
 // API 401), as the contract's "Forced refresh" says. refused is the access
@@ -26,13 +29,14 @@ func (c *Cache) Refresh(ctx context.Context, key Key, refused string) (Token, er
 	s := c.lockState(key)
 	now := c.cfg.Now()
 	v := s.view.Load()
-	if refused == "" && v.err == nil && !v.usableUntil.IsZero() {
+	if refused == "" && v.usableUntil != 0 {
 		refused = v.tok.AccessToken
 	}
 	if c.servable(s, v, now) && v.tok.AccessToken != refused {
 		s.mu.Unlock()
 		v.markServed()
-		c.obs.Hit(key, v.usableUntil.Sub(now), !now.Before(v.refreshAt))
+		at := c.clk.of(now)
+		c.obs.Hit(key, time.Duration(v.usableUntil-at), at >= v.refreshAt)
 		tagRequest(ctx, resultNotRefused)
 		return v.tok, nil
 	}
@@ -63,13 +67,10 @@ func (c *Cache) Refresh(ctx context.Context, key Key, refused string) (Token, er
 		}
 	}
 	s.forced = &forcedExchange{at: now}
-	req := FetchRequest{Key: key, Reason: ReasonForced, Refused: refused}
-	if v.err == nil {
-		req.Current = v.tok
-	}
+	req := FetchRequest{Key: key, Reason: ReasonForced, Refused: refused, Current: v.tok}
 	ch := c.startFlight(s, flightForced, req, c.detach(ctx), triggerForced)
 	if c.cfg.MinRefreshInterval > 0 {
-		c.sched.at(s, now.Add(c.cfg.MinRefreshInterval)) // to release the state after the interval
+		c.sched.at(s, c.clk.of(now.Add(c.cfg.MinRefreshInterval))) // to release the state after the interval
 	}
 	s.mu.Unlock()
 	c.obs.ForcedRefresh(key)

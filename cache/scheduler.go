@@ -20,13 +20,13 @@ import (
 //
 // Lock order: a state's mu, then the scheduler's mu.
 type scheduler struct {
-	now       func() time.Time
+	clk       instants
 	afterFunc func(time.Duration, func()) func() bool
-	tick      func(s *state, at time.Time)
+	tick      func(s *state, at instant)
 
 	mu       sync.Mutex
 	wakes    wakeHeap
-	armedAt  time.Time
+	armedAt  instant
 	disarm   func() bool // stops the last armed timer (armedAt); nil before the first
 	closed   bool        // by close: no more wake-ups
 	ticking  bool        // run is handling wake-ups it popped
@@ -36,8 +36,8 @@ type scheduler struct {
 	stopOnce sync.Once
 }
 
-func newScheduler(now func() time.Time, afterFunc func(time.Duration, func()) func() bool, tick func(*state, time.Time)) *scheduler {
-	sc := &scheduler{now: now, afterFunc: afterFunc, tick: tick,
+func newScheduler(clk instants, afterFunc func(time.Duration, func()) func() bool, tick func(*state, instant)) *scheduler {
+	sc := &scheduler{clk: clk, afterFunc: afterFunc, tick: tick,
 		signal: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	go sc.run()
 	return sc
@@ -45,8 +45,8 @@ func newScheduler(now func() time.Time, afterFunc func(time.Duration, func()) fu
 
 // at asks for s to be woken at t, unless an earlier wake-up is pending
 // (which will ask again). Called with s.mu held.
-func (sc *scheduler) at(s *state, t time.Time) {
-	if !s.wakeAt.IsZero() && !t.Before(s.wakeAt) {
+func (sc *scheduler) at(s *state, t instant) {
+	if s.wakeAt != 0 && t >= s.wakeAt {
 		return
 	}
 	s.wakeAt = t
@@ -57,7 +57,7 @@ func (sc *scheduler) at(s *state, t time.Time) {
 	}
 	s.heapAt = t
 	if s.heapIdx >= 0 {
-		heap.Fix(&sc.wakes, s.heapIdx)
+		heap.Fix(&sc.wakes, int(s.heapIdx))
 	} else {
 		heap.Push(&sc.wakes, s)
 	}
@@ -67,11 +67,11 @@ func (sc *scheduler) at(s *state, t time.Time) {
 // forget drops s's pending wake-up, for a state that is released. Called
 // with s.mu held.
 func (sc *scheduler) forget(s *state) {
-	s.wakeAt = time.Time{}
+	s.wakeAt = 0
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	if s.heapIdx >= 0 {
-		heap.Remove(&sc.wakes, s.heapIdx)
+		heap.Remove(&sc.wakes, int(s.heapIdx))
 	}
 }
 
@@ -81,15 +81,15 @@ func (sc *scheduler) arm() {
 		return
 	}
 	next := sc.wakes[0].heapAt
-	now := sc.now()
-	if sc.disarm != nil && sc.armedAt.After(now) && !next.Before(sc.armedAt) {
+	now := sc.clk.now()
+	if sc.disarm != nil && sc.armedAt > now && next >= sc.armedAt {
 		return // the armed timer fires in time
 	}
 	if sc.disarm != nil {
 		sc.disarm() // too late, or already fired
 	}
 	sc.armedAt = next
-	sc.disarm = sc.afterFunc(max(next.Sub(now), 0), sc.poke)
+	sc.disarm = sc.afterFunc(max(time.Duration(next-now), 0), sc.poke)
 }
 
 func (sc *scheduler) poke() {
@@ -107,10 +107,10 @@ func (sc *scheduler) run() {
 			return
 		case <-sc.signal:
 		}
-		now := sc.now()
+		now := sc.clk.now()
 		sc.mu.Lock()
 		var due []wake
-		for len(sc.wakes) > 0 && !sc.wakes[0].heapAt.After(now) {
+		for len(sc.wakes) > 0 && sc.wakes[0].heapAt <= now {
 			s := heap.Pop(&sc.wakes).(*state)
 			due = append(due, wake{at: s.heapAt, s: s})
 		}
@@ -133,7 +133,7 @@ func (sc *scheduler) run() {
 func (sc *scheduler) settled(now time.Time) bool {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
-	return !sc.ticking && len(sc.signal) == 0 && (len(sc.wakes) == 0 || sc.wakes[0].heapAt.After(now))
+	return !sc.ticking && len(sc.signal) == 0 && (len(sc.wakes) == 0 || sc.wakes[0].heapAt > sc.clk.of(now))
 }
 
 // close stops the scheduler and waits for its goroutine.
@@ -157,7 +157,7 @@ func (sc *scheduler) close() {
 
 // wake is one wake-up taken off the heap.
 type wake struct {
-	at time.Time
+	at instant
 	s  *state
 }
 
@@ -167,14 +167,14 @@ type wake struct {
 type wakeHeap []*state
 
 func (h wakeHeap) Len() int           { return len(h) }
-func (h wakeHeap) Less(i, j int) bool { return h[i].heapAt.Before(h[j].heapAt) }
+func (h wakeHeap) Less(i, j int) bool { return h[i].heapAt < h[j].heapAt }
 func (h wakeHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
-	h[i].heapIdx, h[j].heapIdx = i, j
+	h[i].heapIdx, h[j].heapIdx = int32(i), int32(j)
 }
 func (h *wakeHeap) Push(x any) {
 	s := x.(*state)
-	s.heapIdx = len(*h)
+	s.heapIdx = int32(len(*h))
 	*h = append(*h, s)
 }
 func (h *wakeHeap) Pop() any {
@@ -189,45 +189,43 @@ func (h *wakeHeap) Pop() any {
 // tick is the scheduler's wake-up of s at the instant at: the timer's
 // refresh ahead of a token in use, the drop of a token past its margin, and
 // the next wake-up.
-func (c *Cache) tick(s *state, at time.Time) {
+func (c *Cache) tick(s *state, at instant) {
 	s.mu.Lock()
-	if s.dead || !s.wakeAt.Equal(at) {
+	if s.dead || s.wakeAt != at {
 		s.mu.Unlock()
 		return // superseded by an earlier wake-up, which asked again
 	}
-	s.wakeAt = time.Time{}
-	now := c.cfg.Now()
-	var next time.Time
-	earliest := func(t time.Time) {
-		if next.IsZero() || t.Before(next) {
-			next = t
+	s.wakeAt = 0
+	t := c.cfg.Now()
+	now := c.clk.of(t)
+	var next instant
+	earliest := func(i instant) {
+		if next == 0 || i < next {
+			next = i
 		}
 	}
-	if v := s.view.Load(); v.err == nil && !v.usableUntil.IsZero() {
-		if !now.Before(v.usableUntil) {
+	if v := s.view.Load(); v.usableUntil != 0 {
+		if now >= v.usableUntil {
 			c.unindexToken(s)
 			s.publish(&view{gen: v.gen})
 		} else {
 			// Only a token handed to a caller since it was fetched is
 			// renewed: one nobody asked for is left to expire.
 			if !s.refreshing && v.served.Load() {
-				due := v.refreshAt
-				if s.nextTry.After(due) {
-					due = s.nextTry
-				}
-				if now.Before(due) {
+				due := max(v.refreshAt, s.nextTry)
+				if now < due {
 					earliest(due)
 				} else {
-					c.startAhead(s, v, now, triggerTimer)
+					c.startAhead(s, v, t, triggerTimer)
 				}
 			}
 			earliest(v.usableUntil)
 		}
 	}
-	if c.forcedWindowOpen(s, now) {
-		earliest(s.forced.at.Add(c.cfg.MinRefreshInterval))
+	if c.forcedWindowOpen(s, t) {
+		earliest(c.clk.of(s.forced.at.Add(c.cfg.MinRefreshInterval)))
 	}
-	if !next.IsZero() {
+	if next != 0 {
 		c.sched.at(s, next)
 	}
 	s.mu.Unlock()
@@ -249,7 +247,7 @@ func (c *Cache) requestAhead(ctx context.Context, s *state, v *view, now time.Ti
 // shares s's normal flight (a miss may join it) and the fetch slots.
 // Called with s.mu held.
 func (c *Cache) startAhead(s *state, v *view, now time.Time, trigger string, links ...trace.Link) {
-	if s.dead || s.refreshing || s.gen != v.gen || !v.usable(now) || now.Before(s.nextTry) || c.bg.Err() != nil {
+	if at := c.clk.of(now); s.dead || s.refreshing || s.gen != v.gen || !v.usable(at) || at < s.nextTry || c.bg.Err() != nil {
 		return
 	}
 	s.refreshing = true
@@ -284,27 +282,28 @@ func (c *Cache) startAhead(s *state, v *view, now time.Time, trigger string, lin
 // failure the token stays served until its margin and the refresh is tried
 // again after retryDelay, by the scheduler, so that an upstream that
 // recovers is used before any request fails.
-func (c *Cache) aheadDone(s *state, gen uint64, failed error) {
+func (c *Cache) aheadDone(s *state, gen uint32, failed error) {
 	s.mu.Lock()
 	s.refreshing = false
 	now := c.cfg.Now()
 	v := s.view.Load()
 	switch {
-	case s.dead || v.gen != gen || !v.usable(now):
+	case s.dead || v.gen != gen || !v.usable(c.clk.of(now)):
 		// Replaced, dropped or past its margin: nothing to retry.
 	case failed == nil:
 		s.noAheadUntil.Store(0)
 	default:
-		if d, ok := retryDelay(now, v.usableUntil, c.cfg.RefreshRetryDelay); ok {
-			s.nextTry = now.Add(d)
+		usableUntil := c.clk.time(v.usableUntil)
+		if d, ok := retryDelay(now, usableUntil, c.cfg.RefreshRetryDelay); ok {
+			s.nextTry = c.clk.of(now.Add(d))
 			c.sched.at(s, s.nextTry)
 		} else {
 			s.nextTry = v.usableUntil
 		}
-		s.noAheadUntil.Store(s.nextTry.UnixNano())
+		s.noAheadUntil.Store(int64(s.nextTry))
 		c.cfg.Logger.Warn("token refresh ahead of expiry failed; serving the current token until its safety margin",
 			"provider", s.key.Provider, "tenant", s.key.Tenant,
-			"usable_until", v.usableUntil, "next_try", s.nextTry, "error", failed.Error())
+			"usable_until", usableUntil, "next_try", c.clk.time(s.nextTry), "error", failed.Error())
 	}
 	s.mu.Unlock()
 	c.release(s)

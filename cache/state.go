@@ -14,28 +14,48 @@ import (
 
 // view is what the cache serves for one key at one instant, and what the
 // token and negative indexes hold: the hit path reads it, and never its
-// state. It is immutable once published, but for served.
+// state. It is immutable once published, but for served. It holds a token
+// (usableUntil is not zero), a cached error (neg is not nil), or nothing.
+//
+// Every cached tenant keeps one: its fields are packed into the 128-byte
+// size class (TestRecordsKeepTheirSizeClass).
 type view struct {
 	// The fields a hit reads come first.
 
-	// usableUntil is tok's safety margin; zero when the view holds no token.
-	usableUntil time.Time
-	refreshAt   time.Time
-	// err, when non-nil, is a cached error (a negative entry) valid until
-	// errUntil; the view then holds no token.
-	err error
+	// usableUntil is the token's safety margin; zero when the view holds
+	// no token.
+	usableUntil instant
+	refreshAt   instant
+	// tok is the token; the zero Token when the view holds none. A hit
+	// returns it as it is: the copy of one field.
+	tok Token
+
+	// s is the state the view belongs to; nil for the views that hold
+	// nothing, which are never indexed.
+	s *state
+	// neg, when not nil, is a cached error (a negative entry); the view
+	// then holds no token.
+	neg *negative
+	// gen is the state's generation when the view was published.
+	gen uint32
 	// served: the token was handed to a caller since it was fetched. The
 	// scheduler refreshes ahead only a served token, never one nobody
 	// asked for.
 	served atomic.Bool
-	tok    Token
+}
 
-	// s is the state the view belongs to; nil for the views that hold
-	// nothing, which are never indexed.
-	s        *state
-	errUntil time.Time
-	// gen is the state's generation when the view was published.
-	gen uint64
+// negative is a cached error, valid until until.
+type negative struct {
+	err   error
+	until instant
+}
+
+// cachedErr is v's cached error while it is valid at now; nil otherwise.
+func (v *view) cachedErr(now instant) error {
+	if v.neg != nil && now < v.neg.until {
+		return v.neg.err
+	}
+	return nil
 }
 
 // emptyView holds nothing, at generation 0.
@@ -43,7 +63,9 @@ var emptyView = &view{}
 
 // state is the one record of a (provider, tenant): what is served, the
 // generation that orders the writes of fetches, the forced-refresh limit,
-// the refresh schedule and its retry state, the running flights.
+// the refresh schedule and its retry state, the running flights. Every
+// cached tenant keeps one: its fields are packed into the 128-byte size
+// class (TestRecordsKeepTheirSizeClass).
 //
 // Invariants, all under mu:
 //   - at most one live (not dead) state per key exists, in Cache.states;
@@ -60,45 +82,50 @@ type state struct {
 
 	// view is the published view; never nil.
 	view atomic.Pointer[view]
-	// noAheadUntil (unix ns) is when a request may next try to start a
+	// noAheadUntil (an instant) is when a request may next try to start a
 	// refresh ahead: MaxInt64 while one runs, the retry time after one
 	// failed, 0 otherwise. It keeps stale hits off mu.
 	noAheadUntil atomic.Int64
 
-	mu  sync.Mutex
-	gen uint64
+	mu sync.Mutex
 
 	// tokItem and negItem are the state's items in the token and negative
 	// indexes; nil when not indexed there.
 	tokItem, negItem *ttlcache.Item[Key, *view]
 
+	// forced is the last forced exchange; nil before the first (most
+	// states never have one, so it is kept apart).
+	forced *forcedExchange
+
+	// nextTry is the earliest next refresh ahead after one failed; zero
+	// after a token is stored.
+	nextTry instant
+
+	// wakeAt is the earliest pending wake-up of the scheduler for this
+	// state; zero when none is pending.
+	wakeAt instant
+
+	// heapAt and heapIdx are the state's place in the scheduler's heap,
+	// guarded by the scheduler's mu; heapIdx is -1 when it has none.
+	heapAt  instant
+	heapIdx int32
+
+	// gen is the generation (see above); 32 bits wrap only after four
+	// billion writes, and a fetch compares it only for equality with the
+	// one it started from.
+	gen uint32
+
 	// The flights: a normal one (miss or refresh ahead) and a forced one may
 	// run at once. seq numbers name each flight in the singleflight group so
 	// that a caller never joins a flight that has already applied its
-	// outcome.
-	normalSeq, forcedSeq         uint64
+	// outcome (nor one four billion flights older, gone long before).
+	normalSeq, forcedSeq         uint32
 	normalRunning, forcedRunning bool
 	// dead: released from the registry; a caller holding it takes a new one.
 	dead bool
 
 	// refreshing: a refresh ahead runs (possibly joined to a miss flight).
 	refreshing bool
-	// nextTry is the earliest next refresh ahead after one failed; zero
-	// after a token is stored.
-	nextTry time.Time
-
-	// forced is the last forced exchange; nil before the first (most
-	// states never have one, so it is kept apart).
-	forced *forcedExchange
-
-	// wakeAt is the earliest pending wake-up of the scheduler for this
-	// state; zero when none is pending.
-	wakeAt time.Time
-
-	// heapAt and heapIdx are the state's place in the scheduler's heap,
-	// guarded by the scheduler's mu; heapIdx is -1 when it has none.
-	heapAt  time.Time
-	heapIdx int
 }
 
 // forcedExchange is a state's last forced exchange: when it started and,
@@ -123,14 +150,15 @@ func (v *view) markServed() {
 
 // markServedToken marks the state's current token served if it is tok.
 func (s *state) markServedToken(tok Token) {
-	if v := s.view.Load(); v.err == nil && v.tok.AccessToken == tok.AccessToken {
+	if v := s.view.Load(); v.neg == nil && v.tok.AccessToken == tok.AccessToken {
 		v.markServed()
 	}
 }
 
-// usable reports whether v holds a token that may be served at now.
-func (v *view) usable(now time.Time) bool {
-	return v.err == nil && now.Before(v.usableUntil)
+// usable reports whether v holds a token that may be served at now. A view
+// without one has a zero usableUntil, before every reading of the clock.
+func (v *view) usable(now instant) bool {
+	return now < v.usableUntil
 }
 
 // servable reports whether v, s's view, holds a token that may be served at
@@ -138,7 +166,7 @@ func (v *view) usable(now time.Time) bool {
 // run yet, is not: it is dropped here as the callback would. Called with
 // s.mu held, off the hit path.
 func (c *Cache) servable(s *state, v *view, now time.Time) bool {
-	if !v.usable(now) {
+	if !v.usable(c.clk.of(now)) {
 		return false
 	}
 	if s.tokItem == nil || !c.tokens.Has(s.key) {
@@ -221,14 +249,14 @@ func (c *Cache) storeToken(s *state, tok Token, now time.Time) {
 	v := &view{
 		s:           s,
 		tok:         tok,
-		usableUntil: tok.UsableUntil(),
-		refreshAt:   refreshPoint(tok, c.cfg.RefreshAt, c.cfg.RefreshJitter, c.cfg.Rand()),
+		usableUntil: c.clk.of(tok.UsableUntil()),
+		refreshAt:   c.clk.of(refreshPoint(tok, c.cfg.RefreshAt, c.cfg.RefreshJitter, c.cfg.Rand())),
 		gen:         s.gen,
 	}
 	s.publish(v)
-	s.nextTry = time.Time{}
+	s.nextTry = 0
 	s.noAheadUntil.Store(0)
-	s.tokItem = c.tokens.Set(s.key, v, v.usableUntil.Sub(now))
+	s.tokItem = c.tokens.Set(s.key, v, time.Duration(v.usableUntil-c.clk.of(now)))
 	if s.negItem != nil {
 		s.negItem = nil
 		c.negatives.Delete(s.key)
@@ -245,7 +273,7 @@ func (c *Cache) storeNegative(s *state, err error, now time.Time) {
 		return
 	}
 	s.gen++
-	v := &view{s: s, err: err, errUntil: now.Add(c.cfg.NegativeTTL), gen: s.gen}
+	v := &view{s: s, neg: &negative{err: err, until: c.clk.of(now.Add(c.cfg.NegativeTTL))}, gen: s.gen}
 	s.publish(v)
 	s.negItem = c.negatives.Set(s.key, v, c.cfg.NegativeTTL)
 	c.unindexToken(s)
@@ -283,7 +311,7 @@ func (c *Cache) onTokenEvicted(_ context.Context, reason ttlcache.EvictionReason
 	s.mu.Lock()
 	if s.tokItem == item {
 		s.tokItem = nil
-		if v := s.view.Load(); v.err == nil {
+		if v := s.view.Load(); v.neg == nil {
 			s.publish(&view{gen: v.gen})
 		}
 	}
@@ -298,7 +326,7 @@ func (c *Cache) onNegativeEvicted(_ context.Context, _ ttlcache.EvictionReason, 
 	s.mu.Lock()
 	if s.negItem == item {
 		s.negItem = nil
-		if v := s.view.Load(); v.err != nil {
+		if v := s.view.Load(); v.neg != nil {
 			s.publish(&view{gen: v.gen})
 		}
 	}

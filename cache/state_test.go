@@ -350,7 +350,7 @@ func TestTimerRefreshesOnlyTokensInUse(t *testing.T) {
 		}
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		return s.wakeAt.Equal(t2.usableUntil)
+		return s.wakeAt == t2.usableUntil
 	})
 	if n := src.calls.Load(); n != 2 {
 		t.Fatalf("source called %d times, want 2: a token nobody asked for was refreshed", n)
@@ -378,7 +378,7 @@ func TestFailedTimerRefreshIsRetriedBeforeTheMargin(t *testing.T) {
 	// 10 s left before the margin: the next try is 2.5 s later.
 	s := c.stateOf(tenantA)
 	s.mu.Lock()
-	next := s.nextTry
+	next := c.clk.time(s.nextTry)
 	s.mu.Unlock()
 	if want := issued.Add(82500 * time.Millisecond); !next.Equal(want) {
 		t.Fatalf("next try at %v after issue, want 82.5 s", next.Sub(issued))

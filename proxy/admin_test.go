@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 )
@@ -56,4 +57,68 @@ func TestAdminZeroConfig(t *testing.T) {
 		t.Errorf("/readyz without Ready = %d, want 200", rec.Code)
 	}
 	wantError(t, serve(h, httptest.NewRequest(http.MethodGet, "/metrics", nil)), http.StatusNotFound, "NOT_FOUND")
+}
+
+// TestAdminListenerRecoversAndLogs: the admin listener's middleware, like
+// the token listener's, turns a panic in a handler into 500 INTERNAL_ERROR
+// with an error line naming the route, re-panics net/http's
+// ErrAbortHandler, and writes one request line per answer: debug for a
+// probe's 200, info for 404 and 405.
+func TestAdminListenerRecoversAndLogs(t *testing.T) {
+	logs := &logBuffer{}
+	var abort atomic.Bool
+	metrics := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		if abort.Load() {
+			panic(http.ErrAbortHandler)
+		}
+		panic("metrics exploded")
+	})
+	h := NewAdminHandler(AdminConfig{Metrics: metrics,
+		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	lines := func() []map[string]any {
+		t.Helper()
+		var out []map[string]any
+		for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+			var m map[string]any
+			if err := json.Unmarshal([]byte(l), &m); err != nil {
+				t.Fatalf("log line %q: %v", l, err)
+			}
+			out = append(out, m)
+		}
+		logs.buf.Reset()
+		return out
+	}
+
+	wantError(t, serve(h, httptest.NewRequest(http.MethodGet, "/metrics", nil)), http.StatusInternalServerError, "INTERNAL_ERROR")
+	l := lines()
+	if len(l) != 2 || l[0]["msg"] != "panic while serving a request" || l[0]["level"] != "ERROR" || l[0]["route"] != "/metrics" ||
+		l[0]["panic"] != "metrics exploded" || l[1]["msg"] != "request" || l[1]["level"] != "ERROR" ||
+		l[1]["status"] != float64(500) || l[1]["code"] != "INTERNAL_ERROR" {
+		t.Errorf("panic: log lines %v; want the panic line and the request line, both at error", l)
+	}
+
+	for _, tc := range []struct {
+		method, target, level, route string
+		status                       float64
+	}{
+		{http.MethodGet, "/healthz", "DEBUG", "/healthz", 200},
+		{http.MethodHead, "/readyz", "DEBUG", "/readyz", 200},
+		{http.MethodGet, "/nope", "INFO", "", 404},
+		{http.MethodPost, "/healthz", "INFO", "/healthz", 405},
+	} {
+		serve(h, httptest.NewRequest(tc.method, tc.target, nil))
+		l := lines()
+		if len(l) != 1 || l[0]["msg"] != "request" || l[0]["level"] != tc.level || l[0]["method"] != tc.method ||
+			l[0]["route"] != tc.route || l[0]["status"] != tc.status {
+			t.Errorf("%s %s: log lines %v; want one request line at %s, route %q, status %v", tc.method, tc.target, l, tc.level, tc.route, tc.status)
+		}
+	}
+
+	abort.Store(true)
+	defer func() {
+		if v := recover(); v != http.ErrAbortHandler {
+			t.Errorf("recovered %v, want http.ErrAbortHandler", v)
+		}
+	}()
+	serve(h, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 }

@@ -220,7 +220,7 @@ func (c *Cache) apply(s *state, kind flightKind, seq, from uint32, reason Reason
 		c.storeNegative(s, err, now)
 	}
 	if err != nil {
-		if v := s.view.Load(); v.usable(c.clk.of(now)) && (reason != ReasonForced || v.gen != from) {
+		if v := s.view.Load(); v.usable(c.clk.on(now, v.wall)) && (reason != ReasonForced || v.gen != from) {
 			tok, err = v.tok, nil
 		}
 	}

@@ -343,7 +343,7 @@ func (c *Cache) Len() int { return c.tokens.Len() + c.negatives.Len() }
 func (c *Cache) Get(ctx context.Context, key Key) (Token, error) {
 	if item := c.tokens.Get(key); item != nil {
 		v := item.Value()
-		if now := c.clk.of(c.cfg.Now()); v.usable(now) {
+		if now := c.cfg.Now(); v.usable(c.clk.on(now, v.wall)) {
 			return c.hit(ctx, key, v, now), nil
 		}
 	}
@@ -420,8 +420,8 @@ func (c *Cache) Cached(ctx context.Context, key Key) (Token, bool) {
 		return Token{}, false
 	}
 	v := item.Value()
-	now := c.clk.of(c.cfg.Now())
-	if !v.usable(now) {
+	now := c.cfg.Now()
+	if !v.usable(c.clk.on(now, v.wall)) {
 		return Token{}, false
 	}
 	return c.hit(ctx, key, v, now), true
@@ -430,11 +430,12 @@ func (c *Cache) Cached(ctx context.Context, key Key) (Token, bool) {
 // hit serves v, key's usable token, to a request: marked served, the
 // refresh ahead of expiry once past the refresh point, the Observer, the
 // caller's span. Only past the refresh point does it read v's state.
-func (c *Cache) hit(ctx context.Context, key Key, v *view, now instant) Token {
+func (c *Cache) hit(ctx context.Context, key Key, v *view, t time.Time) Token {
 	v.markServed()
+	now := c.clk.on(t, v.wall)
 	stale := now >= v.refreshAt
 	if stale && int64(now) >= v.s.noAheadUntil.Load() {
-		c.requestAhead(ctx, v.s, v, c.clk.time(now))
+		c.requestAhead(ctx, v.s, v, t)
 	}
 	c.obs.Hit(key, time.Duration(v.usableUntil-now), stale)
 	if stale {

@@ -32,6 +32,10 @@ type flight struct {
 	// failed is the Source's error even when the flight answered a token
 	// (one another fetch stored meanwhile): a refresh ahead retries on it.
 	failed error
+	// s is the flight's state. The singleflight group holds the flight's
+	// value until the flight leaves it, so s lives while the flight's name,
+	// which holds s's address, is in use (see flightName).
+	s *state
 }
 
 // flightContext is the context of a fetch that a request leads: the
@@ -54,9 +58,9 @@ func (c *Cache) detach(ctx context.Context) context.Context {
 // its state and its sequence number, so that no caller joins a flight that
 // has already applied its outcome. The state is named by its address: a
 // flight of a state released for its key (whose next state counts its
-// flights from one again) stays in the group until its function returns,
-// and keeps its state alive until then, so no other state has that address
-// while the name is in use.
+// flights from one again) stays in the group until just after its
+// function returns, and its value (flight.s) keeps its state alive until it
+// leaves, so no other state has that address while the name is in use.
 func flightName(s *state, kind flightKind, seq uint32) string {
 	prefix := "get\x00"
 	if kind == flightForced {
@@ -85,6 +89,7 @@ func (c *Cache) startFlight(s *state, kind flightKind, req FetchRequest, parent 
 	from := s.gen
 	return c.group.DoChan(flightName(s, kind, seq), func() (any, error) {
 		f, err := c.fetch(parent, s, kind, seq, from, req, trigger, links)
+		f.s = s
 		return f, err
 	})
 }
@@ -220,7 +225,7 @@ func (c *Cache) apply(s *state, kind flightKind, seq, from uint32, reason Reason
 		c.storeNegative(s, err, now)
 	}
 	if err != nil {
-		if v := s.view.Load(); v.usable(c.clk.of(now)) && (reason != ReasonForced || v.gen != from) {
+		if v := s.view.Load(); v.usable(c.clk.on(now, v.wall)) && (reason != ReasonForced || v.gen != from) {
 			tok, err = v.tok, nil
 		}
 	}

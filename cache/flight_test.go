@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -72,4 +73,42 @@ func TestNewStateDoesNotJoinTheFlightOfAReleasedOne(t *testing.T) {
 	if tok, err := c.Get(context.Background(), tenantA); err != nil || tok.AccessToken == "" {
 		t.Fatalf("a Get after both: %v, %v", tok, err)
 	}
+}
+
+// A flight keeps its state alive until it has left the singleflight group:
+// its name holds the state's address, which a new state of the key must
+// not take while a caller could still join that flight by name.
+func TestFlightKeepsItsStateUntilItLeavesTheGroup(t *testing.T) {
+	hold := &holdFirstEnd{held: make(chan struct{}), release: make(chan struct{})}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(hold))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	collected := make(chan struct{})
+	var c *Cache
+	var once sync.Once
+	c, _, _, _ = newScriptedCache(t, time.Hour, func(FetchRequest, int64) error {
+		once.Do(func() {
+			runtime.SetFinalizer(c.stateOf(tenantA), func(*state) { close(collected) })
+		})
+		return errUnavailable // not cached: the state is released
+	}, func(cfg *Config) { cfg.TracerProvider = tp })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	first := make(chan error, 1)
+	go func() {
+		_, err := c.Get(ctx, tenantA)
+		first <- err
+	}()
+	<-hold.held
+	waitFor(t, "the state to be released", func() bool { return c.stateOf(tenantA) == nil })
+	cancel() // the caller gives up: only the flight holds the state
+	<-first
+	for range 5 {
+		runtime.GC()
+	}
+	select {
+	case <-collected:
+		t.Error("the state of a flight still in the group was collected: a new state could take its address, and its flight's name")
+	case <-time.After(10 * time.Millisecond):
+	}
+	close(hold.release)
 }

@@ -35,7 +35,7 @@ func (c *Cache) Refresh(ctx context.Context, key Key, refused string) (Token, er
 	if c.servable(s, v, now) && v.tok.AccessToken != refused {
 		s.mu.Unlock()
 		v.markServed()
-		at := c.clk.of(now)
+		at := c.clk.on(now, v.wall)
 		c.obs.Hit(key, time.Duration(v.usableUntil-at), at >= v.refreshAt)
 		tagRequest(ctx, resultNotRefused)
 		return v.tok, nil

@@ -197,14 +197,15 @@ func (c *Cache) tick(s *state, at instant) {
 	}
 	s.wakeAt = 0
 	t := c.cfg.Now()
-	now := c.clk.of(t)
-	var next instant
+	var next instant // on the clock's timeline
 	earliest := func(i instant) {
 		if next == 0 || i < next {
 			next = i
 		}
 	}
 	if v := s.view.Load(); v.usableUntil != 0 {
+		now := c.clk.on(t, v.wall)
+		earliest := func(i instant) { earliest(c.clk.clock(i, v.wall, t)) }
 		if now >= v.usableUntil {
 			c.unindexToken(s)
 			s.publish(&view{gen: v.gen})
@@ -223,7 +224,8 @@ func (c *Cache) tick(s *state, at instant) {
 		}
 	}
 	if c.forcedWindowOpen(s, t) {
-		earliest(c.clk.of(s.forced.at.Add(c.cfg.MinRefreshInterval)))
+		end := s.forced.at.Add(c.cfg.MinRefreshInterval)
+		earliest(c.clk.clock(c.clk.of(end), onWall(end), t))
 	}
 	if next != 0 {
 		c.sched.at(s, next)
@@ -247,7 +249,7 @@ func (c *Cache) requestAhead(ctx context.Context, s *state, v *view, now time.Ti
 // shares s's normal flight (a miss may join it) and the fetch slots.
 // Called with s.mu held.
 func (c *Cache) startAhead(s *state, v *view, now time.Time, trigger string, links ...trace.Link) {
-	if at := c.clk.of(now); s.dead || s.refreshing || s.gen != v.gen || !v.usable(at) || at < s.nextTry || c.bg.Err() != nil {
+	if at := c.clk.on(now, v.wall); s.dead || s.refreshing || s.gen != v.gen || !v.usable(at) || at < s.nextTry || c.bg.Err() != nil {
 		return
 	}
 	s.refreshing = true
@@ -288,15 +290,15 @@ func (c *Cache) aheadDone(s *state, gen uint32, failed error) {
 	now := c.cfg.Now()
 	v := s.view.Load()
 	switch {
-	case s.dead || v.gen != gen || !v.usable(c.clk.of(now)):
+	case s.dead || v.gen != gen || !v.usable(c.clk.on(now, v.wall)):
 		// Replaced, dropped or past its margin: nothing to retry.
 	case failed == nil:
 		s.noAheadUntil.Store(0)
 	default:
-		usableUntil := c.clk.time(v.usableUntil)
+		usableUntil := v.tok.UsableUntil()
 		if d, ok := retryDelay(now, usableUntil, c.cfg.RefreshRetryDelay); ok {
-			s.nextTry = c.clk.of(now.Add(d))
-			c.sched.at(s, s.nextTry)
+			s.nextTry = c.clk.on(now.Add(d), v.wall)
+			c.sched.at(s, c.clk.clock(s.nextTry, v.wall, now))
 		} else {
 			s.nextTry = v.usableUntil
 		}

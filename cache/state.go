@@ -38,6 +38,10 @@ type view struct {
 	neg *negative
 	// gen is the state's generation when the view was published.
 	gen uint32
+	// wall: the token's expiry carries no monotonic reading, and its
+	// instants (and the state's nextTry) are on the wall timeline; a
+	// reading of now is compared with them there (instants.on).
+	wall bool
 	// served: the token was handed to a caller since it was fetched. The
 	// scheduler refreshes ahead only a served token, never one nobody
 	// asked for.
@@ -97,8 +101,9 @@ type state struct {
 	// states never have one, so it is kept apart).
 	forced *forcedExchange
 
-	// nextTry is the earliest next refresh ahead after one failed; zero
-	// after a token is stored.
+	// nextTry is the earliest next refresh ahead after one failed, on
+	// the timeline of the view's instants (view.wall); zero after a token
+	// is stored.
 	nextTry instant
 
 	// wakeAt is the earliest pending wake-up of the scheduler for this
@@ -166,7 +171,7 @@ func (v *view) usable(now instant) bool {
 // run yet, is not: it is dropped here as the callback would. Called with
 // s.mu held, off the hit path.
 func (c *Cache) servable(s *state, v *view, now time.Time) bool {
-	if !v.usable(c.clk.of(now)) {
+	if !v.usable(c.clk.on(now, v.wall)) {
 		return false
 	}
 	if s.tokItem == nil || !c.tokens.Has(s.key) {
@@ -252,16 +257,17 @@ func (c *Cache) storeToken(s *state, tok Token, now time.Time) {
 		usableUntil: c.clk.of(tok.UsableUntil()),
 		refreshAt:   c.clk.of(refreshPoint(tok, c.cfg.RefreshAt, c.cfg.RefreshJitter, c.cfg.Rand())),
 		gen:         s.gen,
+		wall:        onWall(tok.ExpiresAt),
 	}
 	s.publish(v)
 	s.nextTry = 0
 	s.noAheadUntil.Store(0)
-	s.tokItem = c.tokens.Set(s.key, v, time.Duration(v.usableUntil-c.clk.of(now)))
+	s.tokItem = c.tokens.Set(s.key, v, time.Duration(v.usableUntil-c.clk.on(now, v.wall)))
 	if s.negItem != nil {
 		s.negItem = nil
 		c.negatives.Delete(s.key)
 	}
-	c.sched.at(s, v.refreshAt)
+	c.sched.at(s, c.clk.clock(v.refreshAt, v.wall, now))
 }
 
 // storeNegative makes err the served answer for NegativeTTL, in the

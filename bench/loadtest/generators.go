@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"slices"
-	"strconv"
 	"time"
 )
 
@@ -40,18 +38,11 @@ type generatorsResult struct {
 }
 
 func runGenerators(ctx context.Context, o options, log io.Writer) (*generatorsResult, error) {
-	e, err := startEnv(ctx, o, false, "-cache-capacity", strconv.Itoa(o.capacity))
+	e, targets, err := startHitEnv(ctx, o)
 	if err != nil {
 		return nil, err
 	}
 	defer e.close()
-	if _, err := e.warm(ctx, 1, func(int64) string { return hotTenant }, 1); err != nil {
-		return nil, err
-	}
-	targets := map[string]request{
-		"hit":    {method: http.MethodGet, url: e.getURL(hotTenant)},
-		"static": {method: http.MethodGet, url: e.side.adminURL + "/healthz"},
-	}
 	measure := func(gen, name string, d time.Duration) (throughput, error) {
 		rq := targets[name]
 		if gen == "tool" {

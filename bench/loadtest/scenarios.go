@@ -179,19 +179,30 @@ const hotTenant = "hot-0"
 // above what loopback HTTP reaches in a round, but a bound.
 const maxRoundRequests = 10_000_000
 
-func runHitVsStatic(ctx context.Context, o options, log io.Writer) (*hitVsStaticResult, error) {
+// startHitEnv starts a sidecar on fresh fakes with hotTenant's token cached,
+// and returns the two targets the hit-vs-static comparisons send: "hit", a
+// cached GET /token, and "static", the admin listener's /healthz.
+func startHitEnv(ctx context.Context, o options) (*env, map[string]request, error) {
 	e, err := startEnv(ctx, o, false, "-cache-capacity", strconv.Itoa(o.capacity))
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := e.warm(ctx, 1, func(int64) string { return hotTenant }, 1); err != nil {
+		e.close()
+		return nil, nil, err
+	}
+	return e, map[string]request{
+		"hit":    {method: http.MethodGet, url: e.getURL(hotTenant)},
+		"static": {method: http.MethodGet, url: e.side.adminURL + "/healthz"},
+	}, nil
+}
+
+func runHitVsStatic(ctx context.Context, o options, log io.Writer) (*hitVsStaticResult, error) {
+	e, targets, err := startHitEnv(ctx, o)
 	if err != nil {
 		return nil, err
 	}
 	defer e.close()
-	if _, err := e.warm(ctx, 1, func(int64) string { return hotTenant }, 1); err != nil {
-		return nil, err
-	}
-	targets := map[string]request{
-		"hit":    {method: http.MethodGet, url: e.getURL(hotTenant)},
-		"static": {method: http.MethodGet, url: e.side.adminURL + "/healthz"},
-	}
 	measure := func(name string, d time.Duration) (throughput, error) {
 		return e.measureWrk(ctx, targets[name].url, o.workers, d)
 	}

@@ -115,12 +115,7 @@ func runGenerators(ctx context.Context, o options, log io.Writer) (*generatorsRe
 		c.Hit.SidecarCPU = cpuPerRequest(c.Hit.CPU.SidecarTime, c.Hit.Requests)
 		c.Static.SidecarCPU = cpuPerRequest(c.Static.CPU.SidecarTime, c.Static.Requests)
 		c.Ratio = c.Hit.RPS / c.Static.RPS
-		var ratios []float64
-		for _, x := range c.Rounds {
-			ratios = append(ratios, x.Hit.RPS/x.Static.RPS)
-		}
-		slices.Sort(ratios)
-		c.MedianRatio = (ratios[(len(ratios)-1)/2] + ratios[len(ratios)/2]) / 2
+		c.MedianRatio = medianRoundRatio(c.Rounds)
 		if c.Hit.SidecarCPU > 0 {
 			c.CPURatio = float64(c.Static.SidecarCPU) / float64(c.Hit.SidecarCPU)
 		}

@@ -116,3 +116,24 @@ func TestGenerators(t *testing.T) {
 		t.Errorf("open loop: %d completed, lag count %d, %v", res.completed, res.lag.n, res.rec.total().statuses)
 	}
 }
+
+// TestMedianRoundRatio: the table's figure is the median of the rounds'
+// ratios, not of their throughputs, the middle two averaged for an even
+// count.
+func TestMedianRoundRatio(t *testing.T) {
+	round := func(hit, static float64) roundResult {
+		return roundResult{Hit: throughput{RPS: hit}, Static: throughput{RPS: static}}
+	}
+	for _, tc := range []struct {
+		rounds []roundResult
+		want   float64
+	}{
+		{[]roundResult{round(90, 100)}, 0.9},
+		{[]roundResult{round(100, 100), round(80, 100), round(90, 100)}, 0.9},
+		{[]roundResult{round(100, 100), round(80, 100), round(90, 100), round(10, 1)}, 0.95},
+	} {
+		if got := medianRoundRatio(tc.rounds); math.Abs(got-tc.want) > 1e-9 {
+			t.Errorf("medianRoundRatio(%v) = %v, want %v", tc.rounds, got, tc.want)
+		}
+	}
+}

@@ -101,6 +101,18 @@ func (e *env) warm(ctx context.Context, workers int, tenants func(i int64) strin
 }
 
 // cpuPerRequest divides the sidecar's CPU time over a run by its requests.
+// medianRoundRatio is the median of the rounds' hit/static throughput
+// ratios (the mean of the two middle ones for an even count); rounds is not
+// empty.
+func medianRoundRatio(rounds []roundResult) float64 {
+	ratios := make([]float64, len(rounds))
+	for i, rr := range rounds {
+		ratios[i] = rr.Hit.RPS / rr.Static.RPS
+	}
+	slices.Sort(ratios)
+	return (ratios[(len(ratios)-1)/2] + ratios[len(ratios)/2]) / 2
+}
+
 func cpuPerRequest(cpu time.Duration, n int64) time.Duration {
 	if cpu < 0 || n == 0 {
 		return -1
@@ -242,12 +254,7 @@ func runHitVsStatic(ctx context.Context, o options, log io.Writer) (*hitVsStatic
 	r.Hit.SidecarCPU = cpuPerRequest(hitCPU, r.Hit.Requests)
 	r.Static.SidecarCPU = cpuPerRequest(staticCPU, r.Static.Requests)
 	r.Ratio = r.Hit.RPS / r.Static.RPS
-	ratios := make([]float64, len(r.Rounds))
-	for i, rr := range r.Rounds {
-		ratios[i] = rr.Hit.RPS / rr.Static.RPS
-	}
-	slices.Sort(ratios)
-	r.MedianRatio = (ratios[(len(ratios)-1)/2] + ratios[len(ratios)/2]) / 2
+	r.MedianRatio = medianRoundRatio(r.Rounds)
 	if r.Hit.SidecarCPU > 0 {
 		r.CPURatio = float64(r.Static.SidecarCPU) / float64(r.Hit.SidecarCPU)
 	}
